@@ -1,0 +1,1 @@
+"""MMAD training: the model, its selective scan, datasets, multi-class training and evaluation."""
