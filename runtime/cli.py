@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mmad: interrupted", file=sys.stderr)
         return 130
+    except (ValueError, FileNotFoundError) as err:
+        # The project's errors (bad data, checkpoint, model, source …) are ValueErrors whose message
+        # names the file and what was expected: show that, not a traceback.
+        print(f"mmad {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

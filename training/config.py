@@ -1,0 +1,173 @@
+"""All configuration in one typed place. Every checkpoint and report carries `to_dict()` of these."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .contract import IMAGENET_MEAN, IMAGENET_STD
+
+ARCHS = ("mmad", "mambaad")
+
+
+@dataclass
+class ModelConfig:
+    """The model. Defaults are the paper's MMAD (MODEL_SPEC §3) with the offline encoder."""
+
+    arch: str = "mmad"  # "mmad" (DMF + HMD) or "mambaad" (MFF_OCE + MambaUPNet, the published peer)
+    encoder: str = "efficientnet_lite0"  # or "resnet34" (the paper's), "wide_resnet50_2"
+    image_size: int = 256  # scan tables are built for 256×256 input (8/16/32/64 grids)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    # Fuser (DMF / MFF_OCE): FPN widths and the 8×8 embedding.
+    fuse_width: int = 128  # width after f1/f2 fusion (spec: 128)
+    fuse_out: int = 256  # width of the fused 16×16 map (spec: 256)
+    embed_dim: int = 512  # channels of the 8×8 embedding = decoder_dims[0]
+    oce_blocks: int = 3  # Bottlenecks in the one-class embedding
+    fuser_vss: bool = True  # DMF's VSS + CAB after the dilated branches
+    cab_multiply: bool = False  # spec §3.2.5: the paper's CAB adds sigmoid weights; True rescales instead
+    # Decoder (HMD / MambaUPNet).
+    decoder_dims: tuple[int, ...] = (512, 256, 128, 64)  # stage widths, coarse → fine
+    blocks_per_stage: tuple[int, ...] = (1, 2, 2, 1)  # HybridBlocks (mmad) / LSS modules (mambaad)
+    vss_per_module: tuple[int, ...] = (3, 2, 3, 3)  # mambaad only: HSS blocks per LSS module
+    groups: int = 4  # mmad: channel groups of the grouped scan (GSS)
+    scan_cascade: tuple[str, ...] = ("hilbert", "zorder", "zigzag")  # mmad: VSS order per group
+    scan_curve: str = "hilbert"  # mambaad and the fuser's VSS
+    num_directions: int = 8
+    d_state: int = 16
+    ssm_expand: int = 2
+    drop_path: float = 0.2
+    fuser_drop_path: float = 0.1
+    fuser_dropout: float = 0.1
+    # Anomaly map.
+    blur_sigma: float = 4.0
+
+    def validate(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"model.arch must be one of {ARCHS}, got '{self.arch}'")
+        if self.image_size != 256:
+            raise ValueError(f"model.image_size must be 256 (scan tables are built for 8..64 grids), got {self.image_size}")
+        n = len(self.decoder_dims)
+        if n != 4 or len(self.blocks_per_stage) != 4:
+            raise ValueError("model.decoder_dims and model.blocks_per_stage need 4 entries (8, 16, 32, 64 grids)")
+        if self.decoder_dims[0] != self.embed_dim:
+            raise ValueError(f"model.decoder_dims[0] ({self.decoder_dims[0]}) must equal model.embed_dim ({self.embed_dim})")
+        if self.arch == "mmad" and any(d % self.groups for d in self.decoder_dims):
+            raise ValueError(f"model.decoder_dims {self.decoder_dims} must be divisible by groups={self.groups}")
+        if self.num_directions not in (1, 2, 4, 8):
+            raise ValueError(f"model.num_directions must be 1, 2, 4 or 8, got {self.num_directions}")
+
+
+@dataclass
+class TrainConfig:
+    """The training recipe. Defaults are the paper's (MODEL_SPEC §4); see PRESETS."""
+
+    epochs: int = 500
+    batch_size: int = 8
+    base_lr: float = 0.005  # lr = base_lr · batch_size / 16
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    clip_grad: float = 5.0
+    lr_drop_at: float = 0.8  # ×0.1 once at this fraction of the iterations
+    loss_weight: float = 5.0  # Σ over 3 scales of loss_weight · MSE
+    seed: int = 42
+    eval_every: int = 50  # epochs; 0 = only at the end
+    cache_features: bool = False  # the encoder is frozen and there is no augmentation: compute F once
+    num_workers: int = 0
+    threshold_holdout: float = 0.1  # fraction of train normals held out for the deployment threshold
+    threshold_quantile: float = 0.99
+    max_minutes: float = 0.0  # stop (and save) after this wall time; 0 = no limit
+
+    @property
+    def lr(self) -> float:
+        return self.base_lr * self.batch_size / 16
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = "paper"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        return cls(model=dataclass_from_dict(ModelConfig, data.get("model", {}), "model"),
+                   train=dataclass_from_dict(TrainConfig, data.get("train", {}), "train"),
+                   preset=data.get("preset", "custom"))
+
+
+def dataclass_from_dict(cls, data: dict, where: str):
+    """Build a dataclass from JSON data, with a clear error for unknown or mistyped fields."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"config '{where}': unknown field(s) {unknown}; expected some of {sorted(names)}")
+    values = {}
+    for key, value in data.items():
+        default = getattr(cls(), key)
+        if isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"config '{where}.{key}': expected a list, got {value!r}")
+            value = tuple(value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"config '{where}.{key}': expected true/false, got {value!r}")
+        elif isinstance(default, (int, float)) and not isinstance(value, (int, float)):
+            raise ValueError(f"config '{where}.{key}': expected a number, got {value!r}")
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ValueError(f"config '{where}.{key}': expected a string, got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+def paper_preset() -> RunConfig:
+    """MMAD as published: ResNet-34 encoder, 500 epochs, batch 8 (MODEL_SPEC §3, §4)."""
+    return RunConfig(model=ModelConfig(encoder="resnet34"), train=TrainConfig(), preset="paper")
+
+
+def fast_preset() -> RunConfig:
+    """Sized for a 2-core CPU: the offline EfficientNet-Lite0 encoder, a slim HMD, cached features.
+
+    Same structure as the paper's model (DMF with dilated branches and VSS, HMD with HybridBlocks,
+    grouped hilbert → zorder → zigzag scans in 8 directions), at a quarter of the widths and one
+    HybridBlock per stage.
+    """
+    model = ModelConfig(
+        encoder="efficientnet_lite0",
+        fuse_width=64,
+        fuse_out=128,
+        embed_dim=256,
+        decoder_dims=(256, 128, 64, 32),
+        blocks_per_stage=(1, 1, 1, 1),
+    )
+    train = TrainConfig(epochs=40, batch_size=8, eval_every=0, cache_features=True, max_minutes=27.0)
+    return RunConfig(model=model, train=train, preset="fast")
+
+
+def tiny_preset() -> RunConfig:
+    """The smallest model with every structural piece: for unit tests (random encoder weights)."""
+    model = ModelConfig(
+        encoder="efficientnet_lite0",
+        fuse_width=16,
+        fuse_out=32,
+        embed_dim=32,
+        oce_blocks=1,
+        decoder_dims=(32, 16, 16, 8),
+        blocks_per_stage=(1, 1, 1, 1),
+        vss_per_module=(1, 1, 1, 1),
+        d_state=4,
+    )
+    train = TrainConfig(epochs=1, batch_size=2, eval_every=0, cache_features=True)
+    return RunConfig(model=model, train=train, preset="tiny")
+
+
+PRESETS = {"paper": paper_preset, "fast": fast_preset, "tiny": tiny_preset}
+
+
+def preset(name: str) -> RunConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset '{name}', expected one of {sorted(PRESETS)}")
+    return PRESETS[name]()
