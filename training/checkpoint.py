@@ -155,13 +155,14 @@ def load_tensors(path: Path, expected_sha256: str = "") -> dict[str, torch.Tenso
 def load_model(folder: str | Path, device: str | torch.device = "cpu"):
     """Rebuild the model from a checkpoint folder. Returns (model in eval mode, CheckpointInfo)."""
     from .model import AnomalyModel
-    from .encoders import build_encoder
+    from .encoders import encoder_spec
 
     folder = Path(folder)
     info = read_info(folder)
     tensors = load_tensors(folder / WEIGHTS_FILE, info.weights_sha256)
-    # The checkpoint carries the encoder's weights, so no weight file is needed here.
-    encoder = build_encoder(info.config.model.encoder, weights=None, random_init=True)
+    # The checkpoint carries the encoder's weights, so no weight file is needed here: build the
+    # architecture only, and load_state fills in every weight (or fails).
+    encoder = encoder_spec(info.config.model.encoder).build().freeze()
     model = AnomalyModel(info.config.model, encoder)
     load_state(model, tensors, folder / WEIGHTS_FILE)
     return model.to(device).eval(), info

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .checkpoint import (CheckpointError, CheckpointInfo, load_resume_state, load_state, load_tensors, read_info,
                          save_checkpoint, WEIGHTS_FILE)
 from .config import RunConfig
-from .data import ImageTransform, TestDataset, TrainDataset, find_categories, split_normal_holdout
+from .data import ImageTransform, TrainDataset, find_categories, split_categories_holdout
 from .model import AnomalyModel, build_model
 
 
@@ -102,7 +102,7 @@ def train(cfg: RunConfig, data_roots: list[str], out_dir: str | Path, *, resume:
     main = rank == 0
     tc = cfg.train
     categories = find_categories(data_roots)
-    train_cats, holdout = split_normal_holdout(categories, tc.threshold_holdout, tc.seed)
+    train_cats, holdout = split_categories_holdout(categories, tc.threshold_holdout, tc.seed)
     transform = ImageTransform(image_size=cfg.model.image_size, mean=cfg.model.mean, std=cfg.model.std)
     train_set = TrainDataset(train_cats, transform, cache=True)
 
@@ -132,7 +132,7 @@ def train(cfg: RunConfig, data_roots: list[str], out_dir: str | Path, *, resume:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         log(f"training {cfg.model.arch} ({cfg.preset}) on {', '.join(info.categories)}: {len(train_set)} images "
-            f"({sum(len(h) for h in holdout.values())} held out for the threshold), {tc.epochs} epochs × "
+            f"({sum(len(h.train) for h in holdout)} held out for the threshold), {tc.epochs} epochs × "
             f"{iters_per_epoch} iterations, batch {tc.batch_size}×{world}, lr {tc.lr * world:g}, device {device}")
 
     started = time.time()
@@ -241,21 +241,16 @@ def predict_scores(model: AnomalyModel, dataset, device, batch_size: int = 8) ->
     return torch.cat(scores).numpy() if scores else np.zeros(0, dtype=np.float32)
 
 
-def holdout_threshold(model, holdout: dict, transform, tc, device) -> dict:
+def holdout_threshold(model, holdout: list, transform, tc, device) -> dict:
     """Deployment threshold from held-out normal training images only (no defect labels needed)."""
     from .metrics import normal_quantile_threshold
 
-    items = [c for c in holdout.values() if len(c)]
-    if not items:
+    holdout = [c for c in holdout if c.train]
+    if not holdout:
         return {}
-    dataset = TrainDataset(list(holdout.values()), transform) if False else holdout_dataset(holdout, transform)
-    scores = predict_scores(model, dataset, device)
+    scores = predict_scores(model, TrainDataset(holdout, transform), device)
     return {"normal_quantile": float(normal_quantile_threshold(scores, tc.threshold_quantile)),
             "normal_quantile_q": tc.threshold_quantile, "normal_holdout_images": int(len(scores))}
-
-
-def holdout_dataset(holdout, transform):
-    raise NotImplementedError
 
 
 def periodic_eval(model, categories, transform, device) -> dict:
