@@ -88,28 +88,50 @@ class GaussianBlur(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # State-space blocks (§2.4, §2.5)
 # ----------------------------------------------------------------------------------------------
+class _PairedGather(torch.autograd.Function):
+    """A gather whose gradient is the paired gather (encode ↔ decode are each other's transpose),
+    so backward is one more gather instead of a scatter-add into a zeroed tensor."""
+
+    @staticmethod
+    def forward(ctx, x, scan: "DirectionalScan", decode: bool):
+        ctx.scan, ctx.decode = scan, decode
+        return scan.decode_flat(x) if decode else scan.encode_flat(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        return (ctx.scan.encode_flat(grad) if ctx.decode else ctx.scan.decode_flat(grad)), None, None
+
+
 class DirectionalScan(nn.Module):
     """Gathers a map into K scan sequences and merges K sequences back (sum over directions)."""
 
     def __init__(self, curve: str, size: int, num_directions: int):
         super().__init__()
-        idx = torch.from_numpy(direction_indices(curve, size, num_directions))
-        self.curve, self.size = curve, size
+        idx = direction_indices(curve, size, num_directions)  # [K, L]
+        length = idx.shape[1]
+        inv = inverse_indices(idx) + length * torch.arange(num_directions).view(-1, 1).numpy()
+        self.curve, self.size, self.num_directions, self.length = curve, size, num_directions, length
         # Derived from the config, so not stored in checkpoints.
-        self.register_buffer("encode_index", idx.reshape(-1), persistent=False)  # [K·L]
-        self.register_buffer("decode_index", torch.from_numpy(inverse_indices(idx.numpy())), persistent=False)
-        self.num_directions = num_directions
+        self.register_buffer("encode_index", torch.from_numpy(idx).reshape(-1), persistent=False)  # [K·L]
+        self.register_buffer("decode_index", torch.from_numpy(inv).reshape(-1), persistent=False)  # [K·L]
+
+    def encode_flat(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, L] -> [B, C, K·L]
+        return x.index_select(2, self.encode_index)
+
+    def decode_flat(self, s: torch.Tensor) -> torch.Tensor:  # [B, C, K·L] -> [B, C, L]
+        b, c, _ = s.shape
+        return s.index_select(2, self.decode_index).view(b, c, self.num_directions, self.length).sum(2)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, L] -> [B, K, C, L]
         b, c, length = x.shape
-        seq = x.index_select(2, self.encode_index).view(b, c, self.num_directions, length)
-        return seq.transpose(1, 2)
+        seq = _PairedGather.apply(x, self, False) if x.requires_grad else self.encode_flat(x)
+        return seq.view(b, c, self.num_directions, length).transpose(1, 2)
 
     def decode(self, y: torch.Tensor) -> torch.Tensor:  # [B, K, C, L] -> [B, C, L]
-        out = 0
-        for k in range(self.num_directions):
-            out = out + y[:, k].index_select(2, self.decode_index[k])
-        return out
+        b, k, c, length = y.shape
+        flat = y.transpose(1, 2).reshape(b, c, k * length)
+        return _PairedGather.apply(flat, self, True) if flat.requires_grad else self.decode_flat(flat)
 
 
 class SS2D(nn.Module):
@@ -567,7 +589,7 @@ def build_model(cfg: ModelConfig, encoder_weights: str | None = "default", rando
 def count_parameters(model: AnomalyModel) -> dict[str, int]:
     """Weights per part, plus the scan index tables the published code stores as parameters."""
     parts = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in ("encoder", "fuser", "decoder")}
-    index = sum(2 * m.encode_index.numel() // m.num_directions for m in model.modules() if isinstance(m, DirectionalScan))
+    index = sum(2 * m.length for m in model.modules() if isinstance(m, DirectionalScan))
     parts["trainable"] = sum(p.numel() for p in model.trainable_parameters())
     parts["total"] = parts["encoder"] + parts["fuser"] + parts["decoder"]
     parts["index_tables"] = index

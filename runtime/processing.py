@@ -1,0 +1,206 @@
+"""Pre- and post-processing around the model, in numpy and OpenCV.
+
+Frames are uint8 RGB [H, W, 3] (the stream asks GStreamer for RGB, which is also the model's
+colour order). The model sees the region of interest resized to its input size; its anomaly map
+is resized back onto that region, so masks, boxes and the overlay are in frame pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Roi:
+    """A region of interest in frame pixels: top-left corner (x, y), width w, height h."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    def clipped(self, frame_w: int, frame_h: int) -> "Roi":
+        """This ROI intersected with a frame_w x frame_h frame; ConfigError when nothing is left."""
+        x0, y0 = max(self.x, 0), max(self.y, 0)
+        x1, y1 = min(self.x + self.w, frame_w), min(self.y + self.h, frame_h)
+        if x1 <= x0 or y1 <= y0:
+            raise ConfigError(f"--roi {self.x},{self.y},{self.w},{self.h} lies outside the {frame_w}x{frame_h} frame")
+        return Roi(x0, y0, x1 - x0, y1 - y0)
+
+
+def parse_roi(text: str) -> Roi:
+    """'x,y,w,h' (integers, w and h > 0) -> Roi."""
+    parts = text.split(",")
+    try:
+        x, y, w, h = (int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"--roi {text!r}: expected four integers x,y,w,h") from None
+    if w <= 0 or h <= 0:
+        raise ConfigError(f"--roi {text!r}: width and height must be positive")
+    return Roi(x, y, w, h)
+
+
+def full_frame(frame: np.ndarray) -> Roi:
+    return Roi(0, 0, frame.shape[1], frame.shape[0])
+
+
+def to_rgb(frame: np.ndarray, color_order: str) -> np.ndarray:
+    """A uint8 [H, W, 3] frame in `color_order` ("RGB" or "BGR") as RGB."""
+    if color_order == "RGB":
+        return frame
+    if color_order == "BGR":
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    raise ConfigError(f"colour order {color_order!r}: expected 'RGB' or 'BGR'")
+
+
+def model_input(frame: np.ndarray, roi: Roi, size: tuple[int, int], color_order: str = "RGB") -> np.ndarray:
+    """Crop `roi` from a uint8 [H, W, 3] frame and resize it to size=(height, width): uint8 [h, w, 3] RGB.
+
+    INTER_AREA when shrinking (no aliasing of fine texture), INTER_LINEAR when enlarging.
+    """
+    crop = frame[roi.y : roi.y + roi.h, roi.x : roi.x + roi.w]
+    height, width = size
+    if crop.shape[:2] != (height, width):
+        shrinking = crop.shape[0] > height or crop.shape[1] > width
+        crop = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return np.ascontiguousarray(to_rgb(crop, color_order))
+
+
+def score_from_map(anomaly_map: np.ndarray) -> np.ndarray:
+    """Image scores from maps [B, H, W] (or [B, 1, H, W]): the maximum, as the exported model computes it -> [B]."""
+    return anomaly_map.reshape(anomaly_map.shape[0], -1).max(axis=1)
+
+
+def map_to_frame(anomaly_map: np.ndarray, roi: Roi, frame_shape: tuple[int, ...]) -> np.ndarray:
+    """A model-sized map [h, w] placed back on the frame: float32 [H, W], zero outside the ROI."""
+    full = np.zeros(frame_shape[:2], np.float32)
+    full[roi.y : roi.y + roi.h, roi.x : roi.x + roi.w] = cv2.resize(
+        anomaly_map.astype(np.float32, copy=False), (roi.w, roi.h), interpolation=cv2.INTER_LINEAR
+    )
+    return full
+
+
+def binary_mask(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
+    """Pixels whose anomaly value exceeds the threshold: bool [H, W]."""
+    return anomaly_map > threshold
+
+
+@dataclass(frozen=True)
+class Region:
+    """One connected anomalous region: bounding box (x, y, w, h), area in pixels, peak map value."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    area: int
+    peak: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"x": self.x, "y": self.y, "w": self.w, "h": self.h, "area": self.area, "peak": round(self.peak, 6)}
+
+
+def anomalous_regions(anomaly_map: np.ndarray, threshold: float, min_area: int = 16) -> list[Region]:
+    """Connected regions of map > threshold, largest first; regions under min_area pixels are noise.
+
+    anomaly_map: float [H, W] in frame pixels. Returns their boxes, areas and peak values.
+    """
+    mask = binary_mask(anomaly_map, threshold).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    regions = []
+    for label in range(1, n):  # label 0 is the background
+        x, y, w, h, area = (int(v) for v in stats[label])
+        if area < min_area:
+            continue
+        peak = float(anomaly_map[y : y + h, x : x + w][labels[y : y + h, x : x + w] == label].max())
+        regions.append(Region(x, y, w, h, area, peak))
+    return sorted(regions, key=lambda r: r.area, reverse=True)
+
+
+def region_contours(anomaly_map: np.ndarray, threshold: float) -> list[np.ndarray]:
+    """Outer contours of map > threshold, as OpenCV point arrays [N, 1, 2] (x, y)."""
+    mask = binary_mask(anomaly_map, threshold).astype(np.uint8)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return list(contours)
+
+
+def heat_colors(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
+    """The map as a JET colour image, uint8 RGB [H, W, 3].
+
+    Scaled so 0 is blue, the threshold is the middle of the colour map and 2 x threshold or more is
+    red: the same value has the same colour in every frame, and anything warmer than green-yellow is
+    over the threshold.
+    """
+    top = 2.0 * threshold if threshold > 0 else float(anomaly_map.max()) or 1.0
+    # convertScaleAbs scales and saturates to 0..255 in one pass; max(., 0) keeps negatives at 0.
+    levels = cv2.convertScaleAbs(cv2.max(anomaly_map.astype(np.float32, copy=False), 0.0), alpha=255.0 / top)
+    return cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+RED = (255, 40, 40)
+GREEN = (40, 220, 40)
+
+
+def draw_overlay(
+    frame: np.ndarray,
+    anomaly_map: np.ndarray,
+    threshold: float,
+    score: float,
+    regions: list[Region],
+    roi: Roi | None = None,
+    alpha: float = 0.4,
+) -> np.ndarray:
+    """The frame with the heat map blended in, region boxes, the ROI outline and the score: uint8 RGB [H, W, 3].
+
+    frame: uint8 RGB [H, W, 3]; anomaly_map: float [H, W] in frame pixels (map_to_frame). The heat map
+    is blended only inside the ROI, so the rest of the picture stays as the camera saw it.
+    """
+    roi = roi or full_frame(frame)
+    out = frame.copy()
+    y0, y1, x0, x1 = roi.y, roi.y + roi.h, roi.x, roi.x + roi.w
+    heat = heat_colors(anomaly_map[y0:y1, x0:x1], threshold)
+    out[y0:y1, x0:x1] = cv2.addWeighted(out[y0:y1, x0:x1], 1.0 - alpha, heat, alpha, 0.0)
+    anomalous = score > threshold
+    colour = RED if anomalous else GREEN
+    if (roi.w, roi.h) != (frame.shape[1], frame.shape[0]):
+        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 255), 1)
+    if anomalous:
+        cv2.drawContours(out, region_contours(anomaly_map, threshold), -1, (255, 255, 0), 1)
+    for r in regions:
+        cv2.rectangle(out, (r.x, r.y), (r.x + r.w - 1, r.y + r.h - 1), RED, 2)
+    label = f"{'ANOMALY' if anomalous else 'ok'} {score:.3f}"
+    scale = max(frame.shape[0] / 480.0, 0.4)
+    cv2.putText(
+        out, label, (8, int(24 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale, colour, max(int(2 * scale), 1), cv2.LINE_AA
+    )
+    return out
+
+
+@dataclass
+class Inspection:
+    """The result for one frame: score, verdict, regions, and the map in frame pixels (float32 [H, W])."""
+
+    score: float
+    threshold: float
+    anomalous: bool
+    regions: list[Region]
+    frame_map: np.ndarray
+
+
+def inspect(
+    model_map: np.ndarray, score: float, threshold: float, roi: Roi, frame_shape: tuple[int, ...], min_area: int = 16
+) -> Inspection:
+    """Post-process one model output: map [h, w] at model size, its score -> Inspection in frame pixels.
+
+    The verdict uses the model's score (the max of the map at model resolution); regions come from
+    the map resized onto the frame, so a frame can be anomalous with regions smaller than min_area.
+    """
+    frame_map = map_to_frame(model_map, roi, frame_shape)
+    anomalous = bool(score > threshold)
+    regions = anomalous_regions(frame_map, threshold, min_area) if anomalous else []
+    return Inspection(float(score), float(threshold), anomalous, regions, frame_map)
