@@ -69,7 +69,7 @@ class FeatureCache(Dataset):
         chunks = []
         with torch.no_grad():
             for batch in tqdm(loader, desc="caching encoder features", disable=not show, leave=False):
-                chunks.append([f.cpu() for f in model.encoder(batch["image"].to(device))])
+                chunks.append([f.cpu() for f in model.encoder(batch.to(device))])
         self.feats = [torch.cat([c[i] for c in chunks]) for i in range(3)]
 
     def __len__(self) -> int:
