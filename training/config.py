@@ -157,7 +157,7 @@ def tiny_preset() -> RunConfig:
         embed_dim=32,
         oce_blocks=1,
         decoder_dims=(32, 16, 16, 8),
-        blocks_per_stage=(1, 1, 1, 1),
+        blocks_per_stage=(1, 1, 1, 0),
         vss_per_module=(1, 1, 1, 1),
         d_state=4,
     )
