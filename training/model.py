@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .config import ModelConfig
 from .scan_orders import direction_indices, inverse_indices
-from .selective_scan import selective_scan
+from .selective_scan.op import selective_scan
 
 # ADer sums the three per-scale maps and divides by 3·3 (§5.2); kept so maps and thresholds
 # compare with the published code. It only rescales.

@@ -79,6 +79,20 @@ class FeatureCache(Dataset):
         return [f[i] for f in self.feats]
 
 
+class Reconstructor(torch.nn.Module):
+    """(encoder features, reconstruction) of a batch of images or of cached features; the unit
+    that DistributedDataParallel wraps (the frozen encoder has no gradients to synchronise)."""
+
+    def __init__(self, model: AnomalyModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, cached: bool):
+        if cached:
+            return batch, self.model.reconstruct(batch)
+        return self.model.forward_features(batch)
+
+
 class ImagesOnly(Dataset):
     def __init__(self, base: Dataset):
         self.base = base
@@ -127,7 +141,9 @@ def train(cfg: RunConfig, data_roots: list[str], out_dir: str | Path, *, resume:
     if resume:
         start_epoch = restore(out_dir, model, optimizer, scheduler, generator, info, cfg)
         log(f"resumed from {out_dir} at epoch {start_epoch}/{tc.epochs}")
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    net = Reconstructor(model)
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(net)
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -144,7 +160,8 @@ def train(cfg: RunConfig, data_roots: list[str], out_dir: str | Path, *, resume:
         loss_sum, seen, t0 = 0.0, 0, time.time()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not main, leave=False)
         for batch in bar:
-            loss = training_step(net, model, batch, tc.cache_features, tc.loss_weight, device)
+            batch = [f.to(device) for f in batch] if tc.cache_features else batch.to(device)
+            loss = reconstruction_loss(*net(batch, tc.cache_features), tc.loss_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), tc.clip_grad)
@@ -168,23 +185,15 @@ def train(cfg: RunConfig, data_roots: list[str], out_dir: str | Path, *, resume:
     if world > 1:
         check_replicas_agree(model)
     if main:
+        # Capture the RNG states before the threshold pass: its DataLoader draws from the global RNG.
+        state = resume_state(optimizer, scheduler, generator)
         info.thresholds.update(holdout_threshold(model, holdout, transform, tc, device))
-        save_checkpoint(out_dir, model, info, resume_state(optimizer, scheduler, generator))
+        save_checkpoint(out_dir, model, info, state)
         log(f"saved {out_dir} ({(time.time() - started) / 60:.1f} min); thresholds {info.thresholds}")
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return out_dir
-
-
-def training_step(net, model: AnomalyModel, batch, cached: bool, weight: float, device) -> torch.Tensor:
-    if cached:
-        feats = [f.to(device) for f in batch]
-        recon = net.reconstruct(feats) if net is model else net(feats, reconstruct_only=True)
-    else:
-        feats, recon = (model.forward_features(batch.to(device)) if net is model
-                        else net(batch.to(device), features_only=True))
-    return reconstruction_loss(feats, recon, weight)
 
 
 def check_replicas_agree(model: AnomalyModel) -> None:
@@ -203,6 +212,7 @@ def resume_state(optimizer, scheduler, generator) -> dict[str, torch.Tensor]:
         for key, value in s.items():
             state[f"optim.{i}.{key}"] = torch.as_tensor(value).detach().cpu().clone()
     state["scheduler.last_epoch"] = torch.tensor(scheduler.last_epoch)
+    state["optim.group_lr"] = torch.tensor([g["lr"] for g in optimizer.param_groups], dtype=torch.float64)
     state["rng.torch"] = torch.get_rng_state()
     state["rng.loader"] = generator.get_state()
     return state
@@ -218,10 +228,12 @@ def restore(out_dir: Path, model, optimizer, scheduler, generator, info: Checkpo
     opt_state = optimizer.state_dict()
     opt_state["state"] = {}
     for key, value in state.items():
-        if key.startswith("optim."):
+        if key.startswith("optim.") and key != "optim.group_lr":
             _, i, name = key.split(".", 2)
             opt_state["state"].setdefault(int(i), {})[name] = value
     optimizer.load_state_dict(opt_state)
+    for group, lr in zip(optimizer.param_groups, state["optim.group_lr"].tolist()):
+        group["lr"] = lr
     scheduler.last_epoch = int(state["scheduler.last_epoch"])
     scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]  # noqa: SLF001 - keep get_last_lr() right
     torch.set_rng_state(state["rng.torch"])

@@ -1,0 +1,165 @@
+"""Training, resuming, evaluation and checkpoints end to end on generated data (tiny preset)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mmad.runtime.cli import main as mmad
+from mmad.samples.make_dataset import make_dataset
+from mmad.training.checkpoint import (META_FILE, WEIGHTS_FILE, CheckpointError, load_model, read_info)
+from mmad.training.train import param_groups
+
+TINY = ["--preset", "tiny", "--random-encoder", "--batch-size", "2"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    return make_dataset(root, n_train=6, n_test_good=2, n_test_defect_per_type=1, seed=3)
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    assert mmad(["train", "--data", str(data), "--out", str(out), "--epochs", "2", *TINY]) == 0
+    return out
+
+
+def test_train_writes_a_self_contained_checkpoint(trained):
+    info = read_info(trained)
+    assert info.categories == ["object", "texture"]
+    assert info.progress["finished"] and info.progress["epoch"] == 2
+    assert info.thresholds["normal_holdout_images"] == 2  # one held-out normal per category
+    model, _ = load_model(trained)
+    # The checkpoint carries the encoder: its weights load without any encoder weight file.
+    saved = load_file(str(trained / WEIGHTS_FILE))
+    assert any(k.startswith("encoder.") for k in saved)
+    state = model.state_dict()
+    assert saved.keys() == state.keys() and all(torch.equal(saved[k], state[k]) for k in saved)
+    assert json.loads((trained / "config.json").read_text())["preset"] == "tiny"
+
+
+def test_eval_writes_metrics_reports_and_threshold(trained, data, tmp_path):
+    out = tmp_path / "eval"
+    assert mmad(["eval", "--checkpoint", str(trained), "--data", str(data), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    keys = {"I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "AUPRO", "mAD"}
+    assert set(metrics["per_category"]) == {"object", "texture"}
+    assert set(metrics["mean"]) == keys
+    for m in metrics["per_category"].values():
+        assert keys == set(m) and all(0 <= v <= 100 for v in m.values())
+        assert m["mAD"] == pytest.approx(np.mean([m[k] for k in keys - {"mAD"}]))
+    for name in ("metrics.md", "metrics.csv", "grid_object.png", "grid_texture.png", "scores.png"):
+        assert (out / name).stat().st_size > 0
+    thresholds = read_info(trained).thresholds
+    assert "f1" in thresholds and "normal_quantile" in thresholds
+
+
+def test_resume_continues_the_same_schedule(data, trained, tmp_path):
+    """1 epoch, stop, resume for the 2nd: same weights as the 2-epoch run."""
+    out = tmp_path / "resumed"
+    args = ["train", "--data", str(data), "--out", str(out), "--epochs", "2", *TINY]
+    assert mmad([*args, "--max-minutes", "1e-9"]) == 0  # stops after the first epoch
+    assert read_info(out).progress == {"epoch": 1, "iteration": 5, "total_iterations": 10, "finished": False}
+    assert mmad([*args, "--resume"]) == 0
+    a, b = load_file(str(trained / WEIGHTS_FILE)), load_file(str(out / WEIGHTS_FILE))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_resume_with_another_config_is_refused(data, trained, tmp_path, capsys):
+    out = tmp_path / "other"
+    shutil.copytree(trained, out)
+    code = mmad(["train", "--data", str(data), "--out", str(out), "--epochs", "3", "--resume", *TINY])
+    assert code == 2 and "same configuration" in capsys.readouterr().err
+
+
+def test_weight_decay_groups_follow_ader(trained):
+    model, _ = load_model(trained)
+    decay, no_decay = param_groups(model, 1e-4)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].endswith(".bias") or p.ndim <= 1 for p in no_decay["params"])
+    decayed = {names[id(p)].rsplit(".", 1)[-1] for p in decay["params"]}
+    assert {"A_logs", "dt_projs_bias", "x_proj_weight"} <= decayed  # 2-D, so decayed as in ADer
+    assert not any(n.startswith("encoder.") for n in map(names.get, map(id, decay["params"] + no_decay["params"])))
+
+
+# --- bad checkpoints ---------------------------------------------------------------------------
+def copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_truncated_weights_are_a_clear_error(trained, tmp_path):
+    run = copy_run(trained, tmp_path / "t")
+    path = run / WEIGHTS_FILE
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_model(run)
+    # Even without the hash to compare against, safetensors' own check names the file.
+    info = json.loads((run / META_FILE).read_text())
+    info["weights_sha256"] = ""
+    (run / META_FILE).write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match=str(path.name)):
+        load_model(run)
+
+
+def test_incompatible_version_is_a_clear_error(trained, tmp_path):
+    run = copy_run(trained, tmp_path / "v")
+    info = json.loads((run / META_FILE).read_text())
+    info["format_version"] = 99
+    (run / META_FILE).write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match="format version 99"):
+        load_model(run)
+
+
+def test_wrong_model_config_is_a_clear_error(trained, tmp_path):
+    run = copy_run(trained, tmp_path / "c")
+    info = json.loads((run / META_FILE).read_text())
+    info["config"]["model"]["decoder_dims"] = [32, 16, 16, 16]
+    (run / META_FILE).write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match="model config"):
+        load_model(run)
+    info["config"]["model"]["no_such_field"] = 1
+    (run / META_FILE).write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match="no_such_field"):
+        load_model(run)
+
+
+def test_corrupt_json_and_missing_folder(trained, tmp_path):
+    run = copy_run(trained, tmp_path / "j")
+    (run / META_FILE).write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_model(run)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "nowhere")
+
+
+def test_cli_reports_bad_data_without_traceback(tmp_path, capsys):
+    code = mmad(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), *TINY])
+    err = capsys.readouterr().err
+    assert code == 2 and "missing" in err and "Traceback" not in err
+
+
+# --- several processes -------------------------------------------------------------------------
+def test_torchrun_ddp_with_gloo_two_processes(data, tmp_path):
+    """Two CPU processes through torchrun; training checks that both replicas end with equal weights."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "mmad.runtime.cli", "train", "--data", str(data), "--out", str(out), "--epochs", "1", *TINY]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "batch 2×2" in proc.stdout
+    info = read_info(out)
+    # 12 images (6 per category, minus 1 held out each = 10) over 2 processes of batch 2: 2 iterations.
+    assert info.progress["iteration"] == 2
+    load_model(out)
