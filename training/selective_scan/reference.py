@@ -54,11 +54,15 @@ def selective_scan_ref(u, delta, A, Bmat, Cmat, D, delta_bias, delta_softplus: b
     # Expand the G groups to the D channels they serve: [B, D, N, L].
     Bx = Bmat.to(acc).repeat_interleave(d // g, dim=1)
     Cx = Cmat.to(acc).repeat_interleave(d // g, dim=1)
+    # All steps' decays and inputs at once, then step through them with unbind: indexing a tensor
+    # per step would make autograd's backward quadratic in L.
+    decays = torch.exp(dt[:, :, None, :] * A[None, :, :, None]).unbind(-1)  # L × [B, D, N]
+    inputs = ((dt * uf)[:, :, None, :] * Bx).unbind(-1)
+    outputs = Cx.unbind(-1)
     h = torch.zeros(b, d, n, dtype=acc, device=u.device)
     ys = []
-    for t in range(length):
-        decay = torch.exp(dt[:, :, t, None] * A)  # [B, D, N]
-        h = decay * h + (dt[:, :, t] * uf[:, :, t])[:, :, None] * Bx[:, :, :, t]
-        ys.append((h * Cx[:, :, :, t]).sum(-1))
+    for decay, x, c in zip(decays, inputs, outputs):
+        h = decay * h + x
+        ys.append((h * c).sum(-1))
     y = torch.stack(ys, dim=-1) + D[None, :, None] * uf
     return y.to(u.dtype)
