@@ -118,6 +118,19 @@ def test_eval_is_deterministic_and_batch_independent(tiny_model):
     torch.testing.assert_close(out.score, out.anomaly_map.flatten(1).amax(1))
 
 
+def test_feature_scale_leaves_the_anomaly_map_unchanged(tiny_model):
+    """Cosine maps are invariant to per-scale divisors; only the loss works at another scale."""
+    tiny_model.eval()
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        feats = [f for f in tiny_model.encoder(x)]
+        recon = tiny_model.reconstruct(feats)
+        plain = tiny_model.anomaly_map(feats, recon)
+        scales = torch.tensor([2.0, 5.0, 9.0])
+        scaled = tiny_model.anomaly_map([f / s for f, s in zip(feats, scales)], [g / s for g, s in zip(recon, scales)])
+    torch.testing.assert_close(plain.anomaly_map, scaled.anomaly_map)
+
+
 def test_router_eval_rule_is_map_of_training_sample():
     mixer = Mixer(8, 8, config.tiny_preset().model, 0.0)
     p = torch.softmax(torch.randn(2, 8, 8, 2) * 3, dim=-1)

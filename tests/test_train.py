@@ -43,6 +43,9 @@ def test_train_writes_a_self_contained_checkpoint(trained):
     assert any(k.startswith("encoder.") for k in saved)
     state = model.state_dict()
     assert saved.keys() == state.keys() and all(torch.equal(saved[k], state[k]) for k in saved)
+    # tiny normalises the encoder features: the scales were measured on the training images.
+    scale = model.feature_scale
+    assert scale.shape == (3,) and bool((scale > 0).all()) and not torch.equal(scale, torch.ones(3))
     assert json.loads((trained / "config.json").read_text())["preset"] == "tiny"
 
 

@@ -8,7 +8,6 @@ A checkpoint is a folder:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -21,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import RunConfig
+from .encoders import file_sha256 as sha256_file
 
 FORMAT = "mmad-checkpoint"
 FORMAT_VERSION = 1
@@ -38,14 +38,6 @@ def package_version() -> str:
         return metadata.version("mmad-edge")
     except metadata.PackageNotFoundError:
         return "0+unknown"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

@@ -38,6 +38,8 @@ class ModelConfig:
     drop_path: float = 0.2
     fuser_drop_path: float = 0.1
     fuser_dropout: float = 0.1
+    # Divide each encoder scale by its RMS over the training images (see AnomalyModel.feature_scale).
+    normalize_features: bool = False
     # Anomaly map.
     blur_sigma: float = 4.0
 
@@ -143,6 +145,7 @@ def fast_preset() -> RunConfig:
         embed_dim=256,
         decoder_dims=(256, 128, 64, 32),
         blocks_per_stage=(1, 1, 1, 0),
+        normalize_features=True,
     )
     train = TrainConfig(epochs=40, batch_size=8, eval_every=0, cache_features=True, max_minutes=27.0)
     return RunConfig(model=model, train=train, preset="fast")
@@ -160,6 +163,7 @@ def tiny_preset() -> RunConfig:
         blocks_per_stage=(1, 1, 1, 0),
         vss_per_module=(1, 1, 1, 1),
         d_state=4,
+        normalize_features=True,
     )
     train = TrainConfig(epochs=1, batch_size=2, eval_every=0, cache_features=True)
     return RunConfig(model=model, train=train, preset="tiny")

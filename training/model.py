@@ -551,13 +551,21 @@ class AnomalyModel(nn.Module):
         self.fuser = fuser(channels, cfg)
         self.decoder = Decoder(cfg, channels)
         self.blur = GaussianBlur(cfg.blur_sigma, cfg.image_size)
+        # Per-scale divisors of the encoder features (1 unless cfg.normalize_features, then set from
+        # the training images before training). Cosine maps don't change; the loss and the decoder's
+        # output layers work at unit scale instead of the encoder's (≈ 7-9 for EfficientNet-Lite0).
+        self.register_buffer("feature_scale", torch.ones(3))
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The frozen encoder's features, finest first, divided by feature_scale."""
+        with torch.no_grad():
+            return [f.detach() / s for f, s in zip(self.encoder(x), self.feature_scale)]
 
     def reconstruct(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         return self.decoder(self.fuser(feats))
 
     def forward_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        with torch.no_grad():
-            feats = [f.detach() for f in self.encoder(x)]
+        feats = self.encode(x)
         return feats, self.reconstruct(feats)
 
     def anomaly_map(self, feats: list[torch.Tensor], recon: list[torch.Tensor]) -> AnomalyOutput:

@@ -69,7 +69,7 @@ class FeatureCache(Dataset):
         chunks = []
         with torch.no_grad():
             for batch in tqdm(loader, desc="caching encoder features", disable=not show, leave=False):
-                chunks.append([f.cpu() for f in model.encoder(batch.to(device))])
+                chunks.append([f.cpu() for f in model.encode(batch.to(device))])
         self.feats = [torch.cat([c[i] for c in chunks]) for i in range(3)]
 
     def __len__(self) -> int:
@@ -77,6 +77,19 @@ class FeatureCache(Dataset):
 
     def __getitem__(self, i: int):
         return [f[i] for f in self.feats]
+
+
+@torch.no_grad()
+def feature_rms(model: AnomalyModel, images: Dataset, batch_size: int, device, max_images: int = 64) -> torch.Tensor:
+    """Per-scale RMS of the encoder's features over (up to max_images) training images, in order,
+    so every DDP process computes the same values."""
+    subset = torch.utils.data.Subset(images, range(min(max_images, len(images))))
+    sums, count = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    for batch in DataLoader(subset, batch_size=batch_size):
+        for i, f in enumerate(model.encoder(batch.to(device))):
+            sums[i] += f.double().pow(2).sum().cpu()
+            count[i] += f.numel()
+    return (sums / count).sqrt().float()
 
 
 class Reconstructor(torch.nn.Module):
@@ -124,6 +137,10 @@ def train(cfg: RunConfig, data_roots: list[str], out_dir: str | Path, *, resume:
     model = build_model(cfg.model, encoder_weights=encoder_weights, random_encoder=random_encoder).to(device)
     optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr * world, betas=tc.betas, eps=tc.eps)
 
+    if cfg.model.normalize_features and not resume:
+        model.feature_scale.copy_(feature_rms(model, ImagesOnly(train_set), tc.batch_size, device))
+        if main:
+            log(f"encoder feature scales (RMS over training images): {[round(v, 3) for v in model.feature_scale.tolist()]}")
     source: Dataset = FeatureCache(model, ImagesOnly(train_set), tc.batch_size, device, main) if tc.cache_features else ImagesOnly(train_set)
     sampler = torch.utils.data.distributed.DistributedSampler(source, world, rank, shuffle=True, seed=tc.seed, drop_last=True) if world > 1 else None
     generator = torch.Generator().manual_seed(tc.seed)
@@ -268,5 +285,5 @@ def holdout_threshold(model, holdout: list, transform, tc, device) -> dict:
 def periodic_eval(model, categories, transform, device) -> dict:
     from .evaluate import evaluate_model
 
-    per_cat, _ = evaluate_model(model, categories, transform, device, progress=False)
+    per_cat, _, _ = evaluate_model(model, categories, transform, device, progress=False)
     return {cat: {k: round(v, 2) for k, v in m.items() if k in ("I-AUROC", "P-AUROC", "mAD")} for cat, m in per_cat.items()}
