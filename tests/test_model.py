@@ -105,6 +105,17 @@ def test_reconstruction_shapes_match_encoder(tiny_model):
     assert [f.shape[1] for f in feats] == list(tiny_model.encoder.channels)
 
 
+def test_mambaad_config_reconstructs_the_same_shapes():
+    cfg = dataclasses.replace(config.tiny_preset().model, arch="mambaad")
+    model = AnomalyModel(cfg, build_encoder(cfg.encoder, weights=None, random_init=True)).eval()
+    with torch.no_grad():
+        feats, recon = model.forward_features(torch.randn(1, 3, 256, 256))
+        out = model(torch.randn(1, 3, 256, 256))
+    assert [f.shape for f in feats] == [g.shape for g in recon]
+    assert out.anomaly_map.shape == (1, 1, 256, 256)
+    assert any(type(m).__name__ == "LSSModule" for m in model.modules())
+
+
 def test_eval_is_deterministic_and_batch_independent(tiny_model):
     tiny_model.eval()
     x = torch.randn(3, 3, 256, 256)

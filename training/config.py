@@ -147,7 +147,7 @@ def fast_preset() -> RunConfig:
         blocks_per_stage=(1, 1, 1, 0),
         normalize_features=True,
     )
-    train = TrainConfig(epochs=40, batch_size=8, eval_every=0, cache_features=True, max_minutes=27.0)
+    train = TrainConfig(epochs=10, batch_size=8, eval_every=0, cache_features=True, max_minutes=27.0)
     return RunConfig(model=model, train=train, preset="fast")
 
 

@@ -25,7 +25,7 @@ from .checkpoint import (CheckpointError, CheckpointInfo, load_resume_state, loa
                          save_checkpoint, WEIGHTS_FILE)
 from .config import RunConfig
 from .data import ImageTransform, TrainDataset, find_categories, split_categories_holdout
-from .model import AnomalyModel, build_model
+from .model import AnomalyModel, build_model, count_parameters
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,6 +167,7 @@ def train(cfg: RunConfig, data_roots: list[str], out_dir: str | Path, *, resume:
         log(f"training {cfg.model.arch} ({cfg.preset}) on {', '.join(info.categories)}: {len(train_set)} images "
             f"({sum(len(h.train) for h in holdout)} held out for the threshold), {tc.epochs} epochs × "
             f"{iters_per_epoch} iterations, batch {tc.batch_size}×{world}, lr {tc.lr * world:g}, device {device}")
+        log("parameters: " + ", ".join(f"{k} {v / 1e6:.3f} M" for k, v in count_parameters(model).items()))
 
     started = time.time()
     model.train()
