@@ -137,7 +137,9 @@ def train(cfg: RunConfig, data_roots: list[str], out_dir: str | Path, *, resume:
     model = build_model(cfg.model, encoder_weights=encoder_weights, random_encoder=random_encoder).to(device)
     optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr * world, betas=tc.betas, eps=tc.eps)
 
-    if cfg.model.normalize_features and not resume:
+    if resume:  # the weights first: they include feature_scale, which the feature cache applies
+        load_saved_weights(out_dir, model, cfg)
+    elif cfg.model.normalize_features:
         model.feature_scale.copy_(feature_rms(model, ImagesOnly(train_set), tc.batch_size, device))
         if main:
             log(f"encoder feature scales (RMS over training images): {[round(v, 3) for v in model.feature_scale.tolist()]}")
@@ -236,12 +238,19 @@ def resume_state(optimizer, scheduler, generator) -> dict[str, torch.Tensor]:
     return state
 
 
-def restore(out_dir: Path, model, optimizer, scheduler, generator, info: CheckpointInfo, cfg: RunConfig) -> int:
+def load_saved_weights(out_dir: Path, model, cfg: RunConfig) -> CheckpointInfo:
+    """The weights of the run to resume, after checking it was started with the same configuration."""
     saved = read_info(out_dir)
     if saved.config.model != cfg.model or dataclasses.replace(saved.config.train, max_minutes=0) != dataclasses.replace(cfg.train, max_minutes=0):
         raise CheckpointError(f"{out_dir}: --resume needs the same configuration the run started with "
                               f"(saved preset '{saved.config.preset}'); see {out_dir}/checkpoint.json")
     load_state(model, load_tensors(out_dir / WEIGHTS_FILE, saved.weights_sha256), out_dir / WEIGHTS_FILE)
+    return saved
+
+
+def restore(out_dir: Path, model, optimizer, scheduler, generator, info: CheckpointInfo, cfg: RunConfig) -> int:
+    """Optimizer, schedule and RNG states of the run to resume (its weights are loaded already)."""
+    saved = read_info(out_dir)
     state = load_resume_state(out_dir)
     opt_state = optimizer.state_dict()
     opt_state["state"] = {}
