@@ -1,0 +1,304 @@
+"""ONNX -> TensorRT engine with the SelectiveScan plugin, plus the JSON sidecar the runtime reads.
+
+Written against the TensorRT 10.x and 11.x Python API:
+  * 10.x (JetPack 6 has 10.3): weakly typed networks; --precision fp16 / int8 set BuilderFlag.FP16 /
+    INT8 (INT8 needs a Q/DQ graph: explicit quantisation).
+  * 11.x: every network is strongly typed and the precision flags are gone, so the precision comes
+    from the ONNX: a float32 graph asked for fp16 is converted here first (mmad.export.precision,
+    the scan kept float32), one asked for int8 is quantised here from --calib-dir.
+Everything that can be checked without TensorRT (the ONNX, its metadata, the precision request,
+the plugin file, the batch range) is checked first, so a bad request fails fast anywhere.
+
+Sidecar (`<engine>.json`, read by mmad.runtime.backend_tensorrt): TensorRT version, GPU name and
+compute capability, precision, plugin library and its sha256, input name and shape range,
+threshold, and the ONNX metadata ("mmad.*" keys).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmad.export.onnx_graph import ExportError, is_qdq, load_onnx, require_metadata, save_onnx, scan_nodes
+from mmad.training.contract import INPUT_NAME, META_PREFIX, OUTPUT_MAP, OUTPUT_SCORE
+
+PLUGIN_ENV = "MMAD_TRT_PLUGIN"  # the runtime reads the same variable
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_BATCH = (1, 1, 8)
+DEFAULT_WORKSPACE_MB = 2048
+
+
+class TensorRTUnavailable(ExportError):
+    """TensorRT's Python bindings cannot be imported."""
+
+
+class NoGPU(ExportError):
+    """No CUDA GPU is visible (TensorRT builds for the GPU it runs on)."""
+
+
+class EngineBuildError(RuntimeError):
+    """TensorRT refused to parse or build the network; the message carries its log."""
+
+
+@dataclass
+class EngineRequest:
+    """What to build; `check_request` validates it without TensorRT."""
+
+    onnx: Path
+    out: Path
+    precision: str | None = None  # None: the ONNX's own precision
+    plugins: Path | None = None  # default: $MMAD_TRT_PLUGIN
+    calib_dir: list[Path] = field(default_factory=list)
+    calib_images: int = 32
+    batch: tuple[int, int, int] = DEFAULT_BATCH
+    workspace_mb: int = DEFAULT_WORKSPACE_MB
+
+
+@dataclass
+class CheckedRequest:
+    """A request that passed the checks, with what they learnt about the ONNX."""
+
+    request: EngineRequest
+    metadata: dict[str, str]  # "mmad.*" keys, prefix removed
+    onnx_precision: str
+    precision: str  # what the engine will be
+    custom_op: bool  # the graph holds SelectiveScan nodes: the plugin is needed
+    plugin: Path | None
+    image_size: int
+
+
+def parse_batch(text: str) -> tuple[int, int, int]:
+    """"MIN,OPT,MAX" -> (min, opt, max) with 1 <= min <= opt <= max; ExportError otherwise."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not 1 <= values[0] <= values[1] <= values[2]:
+        raise ExportError(f"--batch {text!r}: expected MIN,OPT,MAX integers with 1 <= MIN <= OPT <= MAX, e.g. 1,1,8")
+    return values  # type: ignore[return-value]
+
+
+def onnx_precision(model, metadata: dict[str, str]) -> str:
+    """fp32, fp16 or int8: the metadata's word, else what the graph holds (Q/DQ nodes: int8)."""
+    if is_qdq(model):
+        return "int8"
+    return metadata.get("precision", "fp32")
+
+
+def check_request(request: EngineRequest) -> CheckedRequest:
+    """Validate everything that needs no TensorRT; ExportError naming the file or option."""
+    model = load_onnx(request.onnx, what="--onnx")
+    metadata = require_metadata(model, request.onnx)
+    current = onnx_precision(model, metadata)
+    wanted = request.precision or current
+    if wanted not in PRECISIONS:
+        raise ExportError(f"--precision {wanted!r}: expected one of {', '.join(PRECISIONS)}")
+    if wanted == "int8" and current != "int8" and not request.calib_dir:
+        raise ExportError(f"--precision int8: {request.onnx} has no Q/DQ nodes and no --calib-dir was given; give "
+                          "--calib-dir DIR (normal training images) or an INT8 ONNX "
+                          "(python export/to_onnx.py --precision int8)")
+    if current != "fp32" and wanted != current:
+        raise ExportError(f"--precision {wanted}: {request.onnx} is a {current} graph; build it as {current} "
+                          "or export the precision you want from the float32 graph")
+    for folder in request.calib_dir:
+        if not Path(folder).is_dir():
+            raise ExportError(f"--calib-dir {folder}: no such folder")
+    custom_op = bool(scan_nodes(model))
+    plugin = request.plugins or (Path(os.environ[PLUGIN_ENV]) if os.environ.get(PLUGIN_ENV) else None)
+    if plugin is not None and not Path(plugin).is_file():
+        source = "--plugins" if request.plugins else f"${PLUGIN_ENV}"
+        raise ExportError(f"{source} {plugin}: no such file (build it: cmake -S plugins -B plugins/build && "
+                          "cmake --build plugins/build)")
+    if custom_op and plugin is None:
+        raise ExportError(f"{request.onnx} uses the SelectiveScan op: give its TensorRT plugin with --plugins "
+                          f"libmmad_trt_plugins.so (or ${PLUGIN_ENV}), or build from a portable graph "
+                          "(to_onnx.py --portable)")
+    if request.workspace_mb <= 0:
+        raise ExportError(f"--workspace {request.workspace_mb}: expected a positive number of MB")
+    size = int(metadata.get("image_size", "0") or 0)
+    return CheckedRequest(request, metadata, current, wanted, custom_op, Path(plugin) if plugin else None, size)
+
+
+# --- TensorRT and the GPU ------------------------------------------------------------------------------
+def import_tensorrt():
+    try:
+        import tensorrt
+    except ImportError as err:
+        raise TensorRTUnavailable(
+            f"TensorRT not available ({err}): building an engine needs TensorRT's Python bindings and an NVIDIA GPU "
+            "(JetPack ships them; on x86: pip install tensorrt). The ONNX export itself needs neither.") from None
+    return tensorrt
+
+
+def tensorrt_major(trt) -> int:
+    return int(str(trt.__version__).split(".")[0])
+
+
+def gpu_info() -> tuple[str, str]:
+    """(name, compute capability "major.minor") of CUDA device 0, through cuda-python; NoGPU when none."""
+    try:
+        try:
+            from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+        except ImportError:
+            from cuda import cudart  # older cuda-python
+    except ImportError:
+        raise NoGPU("cannot query the GPU: cuda-python is not installed (pip install cuda-python)") from None
+    err, count = cudart.cudaGetDeviceCount()
+    if err != cudart.cudaError_t.cudaSuccess or count == 0:
+        reason = cudart.cudaGetErrorString(err)[1].decode() if err != cudart.cudaError_t.cudaSuccess else "0 devices"
+        raise NoGPU(f"no CUDA GPU available ({reason}): TensorRT builds an engine for the GPU it runs on")
+    err, props = cudart.cudaGetDeviceProperties(0)
+    if err != cudart.cudaError_t.cudaSuccess:
+        raise NoGPU(f"cannot read the GPU's properties: {cudart.cudaGetErrorString(err)[1].decode()}")
+    name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+    return name.rstrip("\x00"), f"{props.major}.{props.minor}"
+
+
+def plugin_tensorrt_major(path: Path) -> int | None:
+    """The TensorRT major the plugin library was compiled for: it names libnvinfer.so.<major> (the
+    registry it registers with), which is in its read-only data. None when it does not say."""
+    found = set(re.findall(rb"libnvinfer\.so\.(\d+)", path.read_bytes()))
+    return int(found.pop()) if len(found) == 1 else None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_plugin(trt, path: Path):
+    """Check the library is for this TensorRT, then register its creators; returns the registry handle."""
+    major = tensorrt_major(trt)
+    built_for = plugin_tensorrt_major(path)
+    if built_for is not None and built_for != major:
+        raise ExportError(f"--plugins {path}: built for TensorRT {built_for}, this is TensorRT {trt.__version__}; "
+                          "rebuild it against this TensorRT's headers")
+    try:
+        handle = trt.get_plugin_registry().load_library(str(path))
+    except (RuntimeError, TypeError) as err:  # what TensorRT's binding raises
+        raise ExportError(f"--plugins {path}: TensorRT cannot load it ({err}); is it built for TensorRT "
+                          f"{trt.__version__}?") from None
+    if handle is None:
+        raise ExportError(f"--plugins {path}: TensorRT refused the library (see its log above); is it built for "
+                          f"TensorRT {trt.__version__}?")
+    return handle
+
+
+# --- Preparing the ONNX the build reads -----------------------------------------------------------------
+def prepare_onnx(checked: CheckedRequest, strongly_typed: bool, log: Callable[[str], None]) -> Path:
+    """The ONNX to parse: the given one, or a converted copy beside the engine when the precision
+    must come from the graph (strongly typed) or INT8 must be calibrated first."""
+    req = checked.request
+    if checked.precision == checked.onnx_precision:
+        return req.onnx
+    from mmad.export.precision import calibration_images, to_fp16, to_int8
+
+    model = load_onnx(req.onnx)
+    if checked.precision == "int8":
+        images = calibration_images(req.calib_dir, req.calib_images, checked.image_size or 256)
+        log(f"quantising {req.onnx.name} to INT8 Q/DQ on {len(images)} images of {', '.join(map(str, req.calib_dir))}")
+        converted = to_int8(model, images)
+    elif checked.precision == "fp16" and strongly_typed:
+        log(f"converting {req.onnx.name} to FP16 (strongly typed TensorRT takes the precision from the graph)")
+        converted = to_fp16(model)
+    else:
+        return req.onnx  # fp16 on a weakly typed network: the builder flag does it
+    path = req.out.with_name(f"{req.out.stem}.{checked.precision}.onnx")
+    save_onnx(converted, path)
+    return path
+
+
+# --- Building --------------------------------------------------------------------------------------------
+def _network_flags(trt, strongly_typed: bool) -> int:
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    return (1 << int(flag)) if strongly_typed and flag is not None else 0
+
+
+def build_engine(checked: CheckedRequest, log: Callable[[str], None] = print) -> dict:
+    """Build and write the engine and its sidecar; returns the sidecar. Needs TensorRT and a GPU."""
+    trt = import_tensorrt()
+    major = tensorrt_major(trt)
+    gpu, capability = gpu_info()
+    req = checked.request
+    logger = trt.Logger(trt.Logger.WARNING)
+    if checked.plugin is not None:
+        load_plugin(trt, checked.plugin)
+    strongly_typed = major >= 11
+    source = prepare_onnx(checked, strongly_typed, log)
+
+    builder = trt.Builder(logger)
+    network = builder.create_network(_network_flags(trt, strongly_typed))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(source)):
+        errors = "\n".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EngineBuildError(f"TensorRT cannot parse {source}:\n{errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, req.workspace_mb << 20)
+    if not strongly_typed:
+        if checked.precision in ("fp16", "int8"):
+            config.set_flag(trt.BuilderFlag.FP16)  # layers left unquantised run in FP16, not FP32
+        if checked.precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)  # explicit quantisation: the Q/DQ scales of the graph
+    size = checked.image_size
+    profile = builder.create_optimization_profile()
+    shapes = [(b, size, size, 3) for b in req.batch]
+    profile.set_shape(INPUT_NAME, *shapes)
+    config.add_optimization_profile(profile)
+    log(f"building {req.out} with TensorRT {trt.__version__} on {gpu} (sm {capability}), {checked.precision}, "
+        f"batch {req.batch[0]}..{req.batch[2]} (opt {req.batch[1]})")
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EngineBuildError(f"TensorRT failed to build {req.out} (its log above says why)")
+    engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
+    names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
+    if not {INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE} <= names:
+        raise EngineBuildError(f"the engine's I/O {sorted(names)} lacks {INPUT_NAME}/{OUTPUT_MAP}/{OUTPUT_SCORE}")
+    req.out.parent.mkdir(parents=True, exist_ok=True)
+    req.out.write_bytes(bytes(serialized))
+    sidecar = sidecar_for(checked, trt.__version__, gpu, capability, strongly_typed, source)
+    sidecar_path(req.out).write_text(json.dumps(sidecar, indent=2))
+    return sidecar
+
+
+def sidecar_path(engine: Path) -> Path:
+    return engine.with_name(engine.name + ".json")
+
+
+def sidecar_for(checked: CheckedRequest, trt_version: str, gpu: str, capability: str, strongly_typed: bool,
+                source: Path) -> dict:
+    """The sidecar's JSON (see the module docstring); paths relative to the engine's folder when inside it."""
+    req = checked.request
+    plugin = None
+    if checked.plugin is not None:
+        try:
+            plugin = str(checked.plugin.resolve().relative_to(req.out.resolve().parent))
+        except ValueError:
+            plugin = str(checked.plugin.resolve())
+    meta = {META_PREFIX + k: v for k, v in checked.metadata.items()}
+    meta[META_PREFIX + "precision"] = checked.precision
+    size = checked.image_size
+    return {
+        "tensorrt_version": str(trt_version),
+        "gpu": gpu,
+        "compute_capability": capability,
+        "hardware_compatibility": "none",
+        "precision": checked.precision,
+        "strongly_typed": strongly_typed,
+        "plugin_library": plugin,
+        "plugin_sha256": sha256_file(checked.plugin) if checked.plugin else None,
+        "onnx": str(source),
+        "onnx_sha256": sha256_file(source),
+        "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NHWC",
+                  "min": [req.batch[0], size, size, 3], "opt": [req.batch[1], size, size, 3],
+                  "max": [req.batch[2], size, size, 3]},
+        "threshold": float(checked.metadata["threshold"]) if checked.metadata.get("threshold") else None,
+        "metadata": meta,
+    }
+
