@@ -222,7 +222,8 @@ def test_checkpoint_bench_exports_and_compares_with_pytorch(checkpoint, tmp_path
     portable = report["backends"][1]
     # The portable graph against PyTorch eager at the whole-model FP32 tolerance (export/verify.py's).
     assert portable["deviation"]["map_max_rel"] <= fp32_tolerance() and portable["deviation"]["ok"]
-    assert portable["deviation"]["verdict_agreement"] == 1.0
+    # No verdict-agreement check here: the tiny random model's scores all sit near its threshold, so
+    # deviations well inside the FP32 tolerance (asserted above) can flip a verdict.
     assert (report_dir / "models" / "model_portable.onnx").is_file()
     assert not (report_dir / "models" / "model_custom_op.onnx").exists()  # not asked for: not exported
     skipped = {s["name"] for s in report["skipped"]}
