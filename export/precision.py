@@ -8,8 +8,9 @@ its node keeps float32 I/O behind Cast nodes, so A, D, delta_bias and the state 
 the contract requires. Input (uint8) and outputs (float32) keep their types.
 
 INT8: onnxruntime.quantization in QDQ format: explicit QuantizeLinear/DequantizeLinear pairs
-(symmetric int8, per-channel weights, the form TensorRT's explicit quantization reads) around
-Conv, MatMul and Gemm only; the scan, normalisations and the anomaly-map tail stay float.
+(symmetric int8, per-channel weights, the form TensorRT's explicit quantization reads) on the
+inputs of Conv, MatMul and Gemm only; the scan, normalisations, the cosine distance and the
+map's fixed blur stay float.
 Calibration runs normal training images through onnxruntime. onnxruntime's calibrator cannot load
 custom ops, so it runs the graph's portable twin (identical tensor names outside the scans) and
 the ranges it finds are applied to the custom-op graph through a calibration cache.
@@ -119,6 +120,7 @@ def to_int8(model: onnx.ModelProto, images: np.ndarray, *, per_channel: bool = T
         raise ExportError(f"calibration images must be uint8 [N, H, W, 3] with N > 0, got {images.dtype} {images.shape}")
     has_scans = bool(scan_nodes(model))
     cache_supported = _supports_calibration_cache()
+    float_tail = map_filter_nodes(model)
     if has_scans and not cache_supported:
         raise ExportError("INT8 of a custom-op graph needs onnxruntime with quantize_static(calibration_cache_path=) "
                           "(pip install -U onnxruntime); or quantise the portable graph")
@@ -129,6 +131,7 @@ def to_int8(model: onnx.ModelProto, images: np.ndarray, *, per_channel: bool = T
         # quantised only where they are the input of another quantised op.
         "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True,
                           "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS)},
+        "nodes_to_exclude": float_tail,
     }
     with tempfile.TemporaryDirectory(prefix="mmad-int8-") as tmp, _quiet_preprocessing_advice():
         tmp = Path(tmp)
@@ -146,6 +149,15 @@ def to_int8(model: onnx.ModelProto, images: np.ndarray, *, per_channel: bool = T
         write_metadata(result, {"precision": "int8"})
     check_graph(result, "INT8 graph")
     return result
+
+
+def map_filter_nodes(model: onnx.ModelProto) -> list[str]:
+    """The Conv nodes of the anomaly map's fixed Gaussian blur (one input and one output channel).
+    They stay float: calibration sees normal images only, so a quantised blur would clip every
+    anomalous map at the largest normal value (seen on MVTec bottle: every defect scored the same)."""
+    weights = {i.name: list(i.dims) for i in model.graph.initializer}
+    return [n.name for n in model.graph.node
+            if n.op_type == "Conv" and len(n.input) > 1 and weights.get(n.input[1], [0, 0])[:2] == [1, 1]]
 
 
 def float_for_other_readers(model: onnx.ModelProto) -> None:

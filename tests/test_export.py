@@ -281,6 +281,9 @@ def test_int8_graph_quantises_conv_and_matmul_only(graphs, tmp_path, generated_r
     quantised = {op for n in int8.graph.node if n.op_type == "DequantizeLinear" for op in consumers.get(n.output[0], [])}
     assert quantised <= {"Conv", "MatMul", "Gemm"} and "Conv" in quantised
     assert len(scan_nodes(int8)) == len(scan_nodes(load_onnx(graphs["custom"])))
+    blur = [n for n in int8.graph.node if n.name.startswith("/model/blur/") and n.op_type == "Conv"]
+    assert len(blur) == 2  # the map's fixed blur stays float: quantised, it would clip anomalies
+    assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for n in blur for i in n.input)
     for node in scan_nodes(int8):  # the scan itself is not quantised
         assert all(producers[i].op_type != "DequantizeLinear" for i in node.input if i in producers)
     save_onnx(int8, tmp_path / "int8.onnx")
