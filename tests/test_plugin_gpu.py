@@ -6,31 +6,22 @@ MMAD_SCAN_LIB=/path/to/libmmad_selective_scan.so uses a library built already in
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
 
 import pytest
+from plugin_modules import load as load_plugin_module
 import torch
 from mmad.training import contract
 
-SCAN_DIR = Path(__file__).resolve().parents[1] / "plugins" / "selective_scan"
 
 
-def _load(name: str):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SCAN_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-scan_build = _load("selective_scan_build")
-problems = _load("selective_scan_problems")
-scan_cuda = _load("selective_scan_cuda")
+scan_build = load_plugin_module("selective_scan_build")
+problems = load_plugin_module("selective_scan_problems")
+scan_cuda = load_plugin_module("selective_scan_cuda")
 Problem = problems.Problem
 
 HAS_GPU = torch.cuda.is_available()

@@ -4,28 +4,22 @@ contract's tolerances, on every MMAD stage shape, odd lengths and B > 1, FP32 an
 """
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 from pathlib import Path
 
 import pytest
+from plugin_modules import load as load_plugin_module
 import torch
 from mmad.training import contract
 
 SCAN_DIR = Path(__file__).resolve().parents[1] / "plugins" / "selective_scan"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCAN_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-scan_build = _load("selective_scan_build")
-problems = _load("selective_scan_problems")
+scan_build = load_plugin_module("selective_scan_build")
+problems = load_plugin_module("selective_scan_problems")
 Problem = problems.Problem
 
 TOL = {torch.float32: contract.SCAN_TOL_FP32, torch.float16: contract.SCAN_TOL_FP16}

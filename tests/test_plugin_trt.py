@@ -9,7 +9,6 @@ skipped, which is tested everywhere.
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import os
 import re
 import shutil
@@ -18,23 +17,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from plugin_modules import load as load_plugin_module
 from mmad.training import contract
 
-SCAN_DIR = Path(__file__).resolve().parents[1] / "plugins" / "selective_scan"
 SYSTEM_HEADERS = (Path("/usr/include/x86_64-linux-gnu"), Path("/usr/include/aarch64-linux-gnu"), Path("/usr/include"))
 
 
-def _load(name: str):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SCAN_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-scan_build = _load("selective_scan_build")
+scan_build = load_plugin_module("selective_scan_build")
 
 
 def _header_roots() -> list[Path | None]:
