@@ -6,6 +6,7 @@ For every distinct scan shape of the graph: the C++ kernel called directly, the 
 graph (the kernel served through onnxruntime-extensions) and its portable expansion; then the whole
 graph both ways. Prints medians and ratios (portable / custom op). Nothing is asserted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,12 +34,15 @@ def median_seconds(fn: Callable[[], object], repeat: int) -> float:
 def scan_inputs(batch: int, d: int, n: int, g: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     f32 = np.float32
-    return {"u": rng.standard_normal((batch, d, length)).astype(f32),
-            "delta": (0.5 * rng.standard_normal((batch, d, length)) - 1).astype(f32),
-            "A": -np.exp(rng.standard_normal((d, n))).astype(f32),
-            "B": rng.standard_normal((batch, g, n, length)).astype(f32),
-            "C": rng.standard_normal((batch, g, n, length)).astype(f32),
-            "D": rng.standard_normal(d).astype(f32), "delta_bias": (0.5 * rng.standard_normal(d)).astype(f32)}
+    return {
+        "u": rng.standard_normal((batch, d, length)).astype(f32),
+        "delta": (0.5 * rng.standard_normal((batch, d, length)) - 1).astype(f32),
+        "A": -np.exp(rng.standard_normal((d, n))).astype(f32),
+        "B": rng.standard_normal((batch, g, n, length)).astype(f32),
+        "C": rng.standard_normal((batch, g, n, length)).astype(f32),
+        "D": rng.standard_normal(d).astype(f32),
+        "delta_bias": (0.5 * rng.standard_normal(d)).astype(f32),
+    }
 
 
 def bench_scans(model, batch: int, repeat: int, threads: int, tmp: Path) -> list[str]:
@@ -52,8 +56,10 @@ def bench_scans(model, batch: int, repeat: int, threads: int, tmp: Path) -> list
     counts = {shape: 0 for shape in shapes}
     for s in infer_scan_dims(model).values():
         counts[(s.d, s.n, s.g, s.length)] += 1
-    lines = ["| scan D, N, G, L (calls) | C++ kernel | custom op (ort-extensions) | portable | portable / custom op |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| scan D, N, G, L (calls) | C++ kernel | custom op (ort-extensions) | portable | portable / custom op |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for d, n, g, length in shapes:
         x = scan_inputs(batch, d, n, g, length)
         one = single_scan_model(d, n, g, length)
@@ -64,8 +70,10 @@ def bench_scans(model, batch: int, repeat: int, threads: int, tmp: Path) -> list
         t_kernel = median_seconds(partial(cpu.scan_forward, **x), repeat)
         t_custom = median_seconds(partial(custom.run, None, x), repeat)
         t_portable = median_seconds(partial(portable.run, None, x), repeat)
-        lines.append(f"| {d}, {n}, {g}, {length} ({counts[(d, n, g, length)]}) | {1e3 * t_kernel:.1f} ms | "
-                     f"{1e3 * t_custom:.1f} ms | {1e3 * t_portable:.1f} ms | {t_portable / t_custom:.2f} |")
+        lines.append(
+            f"| {d}, {n}, {g}, {length} ({counts[(d, n, g, length)]}) | {1e3 * t_kernel:.1f} ms | "
+            f"{1e3 * t_custom:.1f} ms | {1e3 * t_portable:.1f} ms | {t_portable / t_custom:.2f} |"
+        )
     return lines
 
 
@@ -84,9 +92,11 @@ def bench_graphs(path: Path, model, batch: int, repeat: int, threads: int, tmp: 
     portable = inference_session(tmp / "portable.onnx", custom_ops=False, threads=threads)
     t_custom = median_seconds(lambda: custom.run(None, {INPUT_NAME: images}), repeat)
     t_portable = median_seconds(lambda: portable.run(None, {INPUT_NAME: images}), repeat)
-    return [f"| whole graph, batch {batch} | custom op | portable | portable / custom op |",
-            "| --- | ---: | ---: | ---: |",
-            f"| {path.name} | {t_custom:.3f} s | {t_portable:.3f} s | {t_portable / t_custom:.2f} |"]
+    return [
+        f"| whole graph, batch {batch} | custom op | portable | portable / custom op |",
+        "| --- | ---: | ---: | ---: |",
+        f"| {path.name} | {t_custom:.3f} s | {t_portable:.3f} s | {t_portable / t_custom:.2f} |",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,6 +6,7 @@ torch, onnx or TensorRT when it runs.
     mmad export verify     --checkpoint RUN --onnx model.onnx --data ROOT
     mmad export precisions --checkpoint RUN --data ROOT --out DIR
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,11 @@ COMMANDS = (
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `export` with its subcommands to the `mmad` command."""
-    p = subparsers.add_parser("export", help="ONNX / TensorRT export, verification and precision reports",
-                              description="Turn a training checkpoint into what the runtime runs on a device.")
+    p = subparsers.add_parser(
+        "export",
+        help="ONNX / TensorRT export, verification and precision reports",
+        description="Turn a training checkpoint into what the runtime runs on a device.",
+    )
     sub = p.add_subparsers(dest="export_command", required=True, metavar="WHAT")
     for name, module, help_text in COMMANDS:
         q = sub.add_parser(name, help=help_text, description=module.__doc__.split("\n\n")[0])

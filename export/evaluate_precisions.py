@@ -8,6 +8,7 @@ training images of --calib-data), runs each in onnxruntime on the CPU over the t
 max differences against PyTorch, seconds per image). Exit code 1 when INT8 loses more than
 MAX_INT8_LOSS points of I-AUROC against FP32 or a float32 graph leaves the tolerance, 2 for bad input.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,14 @@ MAX_INT8_LOSS = 1.0  # I-AUROC points INT8 may lose against the FP32 graph
 SHOWN_METRICS = ("I-AUROC", "P-AUROC", "AUPRO", "mAD")
 
 
-def export_precisions(checkpoint: str | Path, out: Path, calib_data: Sequence[str | Path], calib_images: int,
-                      calib_method: str = "minmax", log=print) -> dict[str, Path]:
+def export_precisions(
+    checkpoint: str | Path,
+    out: Path,
+    calib_data: Sequence[str | Path],
+    calib_images: int,
+    calib_method: str = "minmax",
+    log=print,
+) -> dict[str, Path]:
     """Write model_fp32.onnx, model_portable.onnx, model_fp16.onnx and model_int8.onnx into `out`."""
     import onnx
 
@@ -31,8 +38,12 @@ def export_precisions(checkpoint: str | Path, out: Path, calib_data: Sequence[st
     from mmad.export.precision import calibration_images, to_fp16, to_int8
 
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"fp32": out / "model_fp32.onnx", "portable": out / "model_portable.onnx",
-             "fp16": out / "model_fp16.onnx", "int8": out / "model_int8.onnx"}
+    paths = {
+        "fp32": out / "model_fp32.onnx",
+        "portable": out / "model_portable.onnx",
+        "fp16": out / "model_fp16.onnx",
+        "int8": out / "model_int8.onnx",
+    }
     log(f"exporting {checkpoint} -> {paths['fp32']}")
     export_onnx(checkpoint, paths["fp32"])
     fp32 = onnx.load(str(paths["fp32"]))
@@ -47,15 +58,26 @@ def export_precisions(checkpoint: str | Path, out: Path, calib_data: Sequence[st
     return paths
 
 
-def evaluate(checkpoint: str | Path, paths: dict[str, Path], data: Sequence[str | Path], *,
-             max_images: int | None = None, threads: int = 0, batch: int = 4):
+def evaluate(
+    checkpoint: str | Path,
+    paths: dict[str, Path],
+    data: Sequence[str | Path],
+    *,
+    max_images: int | None = None,
+    threads: int = 0,
+    batch: int = 4,
+):
     """Results (PyTorch first) with metrics and differences against PyTorch."""
     from mmad.export.verify import add_metrics, compare, load_test_images, onnx_runner, run_over, torch_runner
 
     torch_run, info = torch_runner(checkpoint)
     images = load_test_images(data, max_images, info.config.model.image_size)
-    names = {"fp32": "ONNX FP32 (custom op)", "portable": "ONNX FP32 (portable)", "fp16": "ONNX FP16 (custom op)",
-             "int8": "ONNX INT8 Q/DQ (custom op)"}
+    names = {
+        "fp32": "ONNX FP32 (custom op)",
+        "portable": "ONNX FP32 (portable)",
+        "fp16": "ONNX FP16 (custom op)",
+        "int8": "ONNX INT8 Q/DQ (custom op)",
+    }
     results = [run_over("PyTorch", torch_run, images, batch)]
     for key, path in paths.items():
         results.append(run_over(names[key], onnx_runner(path, threads), images, batch))
@@ -82,8 +104,11 @@ def judge(results) -> list[str]:
     from mmad.export.verify import MODEL_TOL_FP32
 
     by_name = {r.name: r for r in results}
-    problems = [f"{r.name}: differs from PyTorch by {max(r.map_diff, r.score_diff):.2e} > {MODEL_TOL_FP32:g}"
-                for r in results if "FP32" in r.name and max(r.map_diff, r.score_diff) > MODEL_TOL_FP32]
+    problems = [
+        f"{r.name}: differs from PyTorch by {max(r.map_diff, r.score_diff):.2e} > {MODEL_TOL_FP32:g}"
+        for r in results
+        if "FP32" in r.name and max(r.map_diff, r.score_diff) > MODEL_TOL_FP32
+    ]
     fp32, int8 = by_name.get("ONNX FP32 (custom op)"), by_name.get("ONNX INT8 Q/DQ (custom op)")
     if fp32 and int8 and "I-AUROC" in fp32.metrics and "I-AUROC" in int8.metrics:
         loss = fp32.metrics["I-AUROC"] - int8.metrics["I-AUROC"]
@@ -96,7 +121,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (mmad train)")
     p.add_argument("--data", nargs="+", required=True, help="dataset root(s) with test images and masks")
     p.add_argument("--out", required=True, help="folder for the four graphs and the report")
-    p.add_argument("--calib-data", nargs="+", help="roots whose normal training images calibrate INT8 (default: --data)")
+    p.add_argument(
+        "--calib-data", nargs="+", help="roots whose normal training images calibrate INT8 (default: --data)"
+    )
     p.add_argument("--calib-images", type=int, default=32, help="calibration images (default 32)")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "percentile", "entropy"])
     p.add_argument("--max-images", type=int, help="test images to use, evenly spread (default: all)")
@@ -110,15 +137,26 @@ def run_command(args: argparse.Namespace) -> int:
     table = markdown_table(results)
     problems = judge(results)
     n_bad = int(images.labels.sum())
-    header = (f"# Exported precisions on the CPU (onnxruntime)\n\ncheckpoint `{args.checkpoint}`, data "
-              f"{', '.join(f'`{d}`' for d in args.data)}: {len(images.labels)} test images ({n_bad} defective); "
-              f"INT8 calibrated on {args.calib_images} normal training images ({args.calib_method}).\n\n")
+    header = (
+        f"# Exported precisions on the CPU (onnxruntime)\n\ncheckpoint `{args.checkpoint}`, data "
+        f"{', '.join(f'`{d}`' for d in args.data)}: {len(images.labels)} test images ({n_bad} defective); "
+        f"INT8 calibrated on {args.calib_images} normal training images ({args.calib_method}).\n\n"
+    )
     verdict = "\n".join(f"- {p}" for p in problems) or "All checks passed."
     (out / "precisions.md").write_text(f"{header}{table}\n\n{verdict}\n")
-    (out / "precisions.json").write_text(json.dumps({
-        "checkpoint": str(args.checkpoint), "data": [str(d) for d in args.data], "images": len(images.labels),
-        "calibration": {"images": args.calib_images, "method": args.calib_method},
-        "results": [r.summary() for r in results], "problems": problems}, indent=2))
+    (out / "precisions.json").write_text(
+        json.dumps(
+            {
+                "checkpoint": str(args.checkpoint),
+                "data": [str(d) for d in args.data],
+                "images": len(images.labels),
+                "calibration": {"images": args.calib_images, "method": args.calib_method},
+                "results": [r.summary() for r in results],
+                "problems": problems,
+            },
+            indent=2,
+        )
+    )
     print(table)
     print("\n".join(problems) or "All checks passed.")
     print(f"report: {out / 'precisions.md'}")

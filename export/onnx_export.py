@@ -11,6 +11,7 @@ scan is one SelectiveScan node (shared/docs/SELECTIVE_SCAN_OP.md); the scan-orde
 the blur's reflect padding are constant Gathers. The threshold, sizes, normalisation, encoder,
 versions and the weights' hash go into the metadata (training/contract.py META_KEYS).
 """
+
 from __future__ import annotations
 
 import json
@@ -120,8 +121,15 @@ def trace_to_onnx(model: AnomalyModel, path: Path, opset: int = DEFAULT_OPSET) -
         # eval too, which is ONNX InstanceNormalization: the exporter's "train=True" notice is moot.
         warnings.filterwarnings("ignore", message=".*instance_norm.*train=True")
         torch.onnx.export(
-            wrapper, (example,), str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_MAP, OUTPUT_SCORE], dynamic_axes=dynamic,
+            wrapper,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            do_constant_folding=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_MAP, OUTPUT_SCORE],
+            dynamic_axes=dynamic,
             custom_opsets={SCAN_OP_DOMAIN: SCAN_OP_DOMAIN_VERSION},
         )
     return hook.calls
@@ -140,15 +148,20 @@ def finalize_scan_nodes(model: onnx.ModelProto, calls: list[ScanCall]) -> None:
         model.graph.initializer.append(numpy_helper.from_array(call.A.astype(np.float32), a_name))
         node.input[2] = a_name
         u, delta, _, b, c = node.input[:5]
-        for name, shape in ((u, [BATCH_AXIS, call.d, call.length]), (delta, [BATCH_AXIS, call.d, call.length]),
-                            (b, [BATCH_AXIS, call.g, call.n, call.length]), (c, [BATCH_AXIS, call.g, call.n, call.length]),
-                            (node.output[0], [BATCH_AXIS, call.d, call.length])):
+        for name, shape in (
+            (u, [BATCH_AXIS, call.d, call.length]),
+            (delta, [BATCH_AXIS, call.d, call.length]),
+            (b, [BATCH_AXIS, call.g, call.n, call.length]),
+            (c, [BATCH_AXIS, call.g, call.n, call.length]),
+            (node.output[0], [BATCH_AXIS, call.d, call.length]),
+        ):
             shapes[name] = shape
     kept = [v for v in model.graph.value_info if v.name not in shapes]
     del model.graph.value_info[:]
     model.graph.value_info.extend(kept)
-    model.graph.value_info.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
-                                  for name, shape in shapes.items())
+    model.graph.value_info.extend(
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in shapes.items()
+    )
     remove_unused(model)  # the Exp/Neg that computed A from A_logs
 
 
@@ -165,9 +178,17 @@ def export_graph(model: AnomalyModel, info: CheckpointInfo, opset: int = DEFAULT
     return graph, len(calls)
 
 
-def build_onnx(checkpoint: str | Path, out: str | Path, *, portable: bool = False, precision: str = "fp32",
-               calib_data: Sequence[str | Path] = (), calib_images: int = DEFAULT_CALIBRATION_IMAGES,
-               calib_method: str = "minmax", opset: int = DEFAULT_OPSET) -> ExportResult:
+def build_onnx(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    portable: bool = False,
+    precision: str = "fp32",
+    calib_data: Sequence[str | Path] = (),
+    calib_images: int = DEFAULT_CALIBRATION_IMAGES,
+    calib_method: str = "minmax",
+    opset: int = DEFAULT_OPSET,
+) -> ExportResult:
     """Checkpoint folder -> ONNX file `out` (module docstring), in the precision asked for.
 
     fp16 / int8 are made from the float32 custom-op graph (mmad.export.precision); `portable` then
@@ -193,7 +214,8 @@ def build_onnx(checkpoint: str | Path, out: str | Path, *, portable: bool = Fals
     return ExportResult(out, read_metadata(graph), n_scans)
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path, *, portable: bool = False,
-                opset: int = DEFAULT_OPSET) -> ExportResult:
+def export_onnx(
+    checkpoint: str | Path, out: str | Path, *, portable: bool = False, opset: int = DEFAULT_OPSET
+) -> ExportResult:
     """The float32 graph of a checkpoint folder (training.checkpoint format) written to `out`."""
     return build_onnx(checkpoint, out, portable=portable, opset=opset)

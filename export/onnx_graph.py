@@ -3,6 +3,7 @@
 The metadata written here is the contract's (training/contract.py, META_KEYS with the "mmad."
 prefix); the runtime reads the same keys back, from the ONNX file or from an engine's sidecar.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -33,13 +34,15 @@ def load_onnx(path: str | Path, *, what: str = "ONNX model") -> onnx.ModelProto:
     try:
         return onnx.load(str(path))
     except Exception as err:  # noqa: BLE001  protobuf's DecodeError and friends, or an external-data error
-        raise ExportError(f"{what} {path}: not a readable ONNX model ({type(err).__name__}: {err}); "
-                          "the file is corrupt, truncated or not ONNX") from None
+        raise ExportError(
+            f"{what} {path}: not a readable ONNX model ({type(err).__name__}: {err}); "
+            "the file is corrupt, truncated or not ONNX"
+        ) from None
 
 
 def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
     """The "mmad.*" metadata_props of a model, keyed without the prefix."""
-    return {p.key[len(META_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
+    return {p.key[len(META_PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
 
 
 def write_metadata(model: onnx.ModelProto, values: Mapping[str, str]) -> None:
@@ -47,7 +50,7 @@ def write_metadata(model: onnx.ModelProto, values: Mapping[str, str]) -> None:
     unknown = sorted(set(values) - set(META_KEYS))
     if unknown:
         raise ValueError(f"metadata keys {unknown} are not in training/contract.py META_KEYS")
-    keep = [p for p in model.metadata_props if p.key[len(META_PREFIX):] not in values]
+    keep = [p for p in model.metadata_props if p.key[len(META_PREFIX) :] not in values]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
     for key, value in values.items():
@@ -59,8 +62,10 @@ def require_metadata(model: onnx.ModelProto, source: str | Path) -> dict[str, st
     meta = read_metadata(model)
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
-        raise ExportError(f"{source}: ONNX metadata lacks {', '.join(META_PREFIX + k for k in missing)}; "
-                          "is it an MMAD export (python export/to_onnx.py)?")
+        raise ExportError(
+            f"{source}: ONNX metadata lacks {', '.join(META_PREFIX + k for k in missing)}; "
+            "is it an MMAD export (python export/to_onnx.py)?"
+        )
     return meta
 
 

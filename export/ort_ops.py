@@ -15,6 +15,7 @@ the domain ai.onnx.contrib; its kernel is the project's C++ scan (mmad.training.
 numpy in and out; the state is float32). Inputs are declared float32, which is what every graph
 written by mmad.export feeds it (the FP16 graph keeps the scan in float32 behind casts).
 """
+
 from __future__ import annotations
 
 import threading
@@ -44,7 +45,8 @@ def _extensions():
     except ImportError:
         raise CustomOpUnavailable(
             f"running a graph with the {SCAN_OP_TYPE} custom op in onnxruntime needs onnxruntime-extensions: "
-            "pip install onnxruntime-extensions (or use the portable graph)") from None
+            "pip install onnxruntime-extensions (or use the portable graph)"
+        ) from None
     return onnxruntime_extensions
 
 
@@ -66,9 +68,16 @@ def register_selective_scan_op() -> None:
             softplus = bool(int(attrs.get(SCAN_ATTR_SOFTPLUS, 1)))
             return cpu.scan_forward(u, delta, A, B, C, D, delta_bias, delta_softplus=softplus)
 
-        ext.onnx_op(op_type=SCAN_OP_TYPE, inputs=[f32] * len(SCAN_INPUTS), outputs=[f32],
-                    attrs={SCAN_ATTR_SOFTPLUS: def_.dt_int64, "plugin_namespace": def_.dt_string,
-                           "plugin_version": def_.dt_string})(selective_scan)
+        ext.onnx_op(
+            op_type=SCAN_OP_TYPE,
+            inputs=[f32] * len(SCAN_INPUTS),
+            outputs=[f32],
+            attrs={
+                SCAN_ATTR_SOFTPLUS: def_.dt_int64,
+                "plugin_namespace": def_.dt_string,
+                "plugin_version": def_.dt_string,
+            },
+        )(selective_scan)
         _registered = True
 
 
@@ -82,8 +91,14 @@ def session_options_with_custom_ops(options=None):
     return options
 
 
-def inference_session(path: str | Path, *, custom_ops: bool = True, threads: int = 0, optimize: bool = True,
-                      providers: list[str] | None = None):
+def inference_session(
+    path: str | Path,
+    *,
+    custom_ops: bool = True,
+    threads: int = 0,
+    optimize: bool = True,
+    providers: list[str] | None = None,
+):
     """An onnxruntime InferenceSession on the CPU (or `providers`) for an exported graph.
 
     custom_ops: register the SelectiveScan op (needed for custom-op graphs, harmless otherwise).

@@ -18,6 +18,7 @@ overflow), so it matches the float64 reference to float32 rounding. Only Reshape
 Split, Slice, Pad, Concat, Mul, Add, Exp, Softplus, ReduceSum and Cast are used (no MatMul or Conv,
 so INT8 quantisation leaves it alone).
 """
+
 from __future__ import annotations
 
 import math
@@ -104,7 +105,9 @@ def _prefix_scan(b: _Builder, a: str, x: str, n: int) -> str:
     h, k = x, 1
     while k < n:
         # h_t += a_t · h_{t-k} (zero before the start); a_t *= a_{t-k} (one before the start)
-        h_before = b.op("Pad", [b.op("Slice", [h, b.const([0]), b.const([n - k]), b.const([1])]), b.const([0, k, 0, 0])])
+        h_before = b.op(
+            "Pad", [b.op("Slice", [h, b.const([0]), b.const([n - k]), b.const([1])]), b.const([0, k, 0, 0])]
+        )
         h = b.op("Add", [h, b.op("Mul", [a, h_before])])
         if 2 * k < n:
             a_before = b.op("Slice", [a, b.const([0]), b.const([n - k]), b.const([1])])
@@ -123,8 +126,9 @@ def _steps(b: _Builder, a_j: list[str], x_j: list[str], need_decay: bool) -> tup
     return h, decay
 
 
-def expand_scan(b: _Builder, inputs: list[str], output: str, dims: ScanDims, softplus: bool,
-                block: int = DEFAULT_BLOCK) -> None:
+def expand_scan(
+    b: _Builder, inputs: list[str], output: str, dims: ScanDims, softplus: bool, block: int = DEFAULT_BLOCK
+) -> None:
     """Append the standard-op form of one SelectiveScan node (inputs in contract order) to `b`.
 
     The state-sized tensors [B, G, dg, N, nc] (one per step j of the blocks, the blocks' index
@@ -165,8 +169,9 @@ def expand_scan(b: _Builder, inputs: list[str], output: str, dims: ScanDims, sof
     if nc > 1:
         # The state at each block's end, over the blocks; shifted by one, what enters each block.
         ends = _prefix_scan(b, b.reshape(decay[-1], [-1, nc]), b.reshape(h[-1], [-1, nc]), nc)
-        entering = b.op("Slice", [b.op("Pad", [ends, b.const([0, 1, 0, 0])]), b.const([0]), b.const([nc]),
-                                  b.const([1])])
+        entering = b.op(
+            "Slice", [b.op("Pad", [ends, b.const([0, 1, 0, 0])]), b.const([0]), b.const([nc]), b.const([1])]
+        )
         carry = b.reshape(entering, [-1, g, dg, n, nc])
         h = [b.op("Add", [h_j, b.op("Mul", [p_j, carry])]) for h_j, p_j in zip(h, decay)]
     y_j = [b.op("ReduceSum", [b.op("Mul", [h_j, c_j]), b.const([3])], keepdims=1) for h_j, c_j in zip(h, C_j)]
@@ -215,13 +220,17 @@ def infer_scan_dims(model: onnx.ModelProto) -> dict[str, ScanDims]:
             u_shape, a_shape, b_shape = (_dims_of(types, node.input[i]) for i in (0, 2, 3))
             elem_type = types[node.input[0]].tensor_type.elem_type
         except KeyError as err:
-            raise ExportError(f"portable: cannot tell the shape of {err} feeding {node.name or node.output[0]}") from None
+            raise ExportError(
+                f"portable: cannot tell the shape of {err} feeding {node.name or node.output[0]}"
+            ) from None
         d, length = u_shape[1:3] if len(u_shape) == 3 else (None, None)
         n = a_shape[1] if len(a_shape) == 2 else None
         groups = b_shape[1] if len(b_shape) == 4 else None
         if None in (d, length, n, groups):
-            raise ExportError(f"portable: {node.name or node.output[0]} needs static D, N, G, L; got u {u_shape}, "
-                              f"A {a_shape}, B {b_shape}")
+            raise ExportError(
+                f"portable: {node.name or node.output[0]} needs static D, N, G, L; got u {u_shape}, "
+                f"A {a_shape}, B {b_shape}"
+            )
         dims[node.output[0]] = ScanDims(d, n, groups, length, elem_type)
     return dims
 
@@ -251,7 +260,9 @@ def make_portable(model: onnx.ModelProto, block: int = DEFAULT_BLOCK) -> onnx.Mo
             nodes.append(node)
             continue
         if len(node.input) != len(SCAN_INPUTS):
-            raise ExportError(f"portable: {node.name} has {len(node.input)} inputs, the contract has {len(SCAN_INPUTS)}")
+            raise ExportError(
+                f"portable: {node.name} has {len(node.input)} inputs, the contract has {len(SCAN_INPUTS)}"
+            )
         b = _Builder(constants)
         b.prefix = f"{node.name or f'scan{i}'}/portable"
         expand_scan(b, list(node.input), node.output[0], dims[node.output[0]], _softplus_attr(node), block)
@@ -267,19 +278,37 @@ def make_portable(model: onnx.ModelProto, block: int = DEFAULT_BLOCK) -> onnx.Mo
     return out
 
 
-def single_scan_model(d: int, n: int, g: int, length: int, *, softplus: bool = True,
-                      elem_type: int = TensorProto.FLOAT) -> onnx.ModelProto:
+def single_scan_model(
+    d: int, n: int, g: int, length: int, *, softplus: bool = True, elem_type: int = TensorProto.FLOAT
+) -> onnx.ModelProto:
     """A graph holding one SelectiveScan node; inputs named as in the contract, batch dynamic.
     For tests and benchmarks of the op's ONNX forms."""
     io = elem_type
-    shapes = {"u": ["batch", d, length], "delta": ["batch", d, length], "A": [d, n], "B": ["batch", g, n, length],
-              "C": ["batch", g, n, length], "D": [d], "delta_bias": [d]}
+    shapes = {
+        "u": ["batch", d, length],
+        "delta": ["batch", d, length],
+        "A": [d, n],
+        "B": ["batch", g, n, length],
+        "C": ["batch", g, n, length],
+        "D": [d],
+        "delta_bias": [d],
+    }
     types = {"A": TensorProto.FLOAT, "D": TensorProto.FLOAT, "delta_bias": TensorProto.FLOAT}
     inputs = [helper.make_tensor_value_info(name, types.get(name, io), shapes[name]) for name in SCAN_INPUTS]
-    node = helper.make_node(SCAN_OP_TYPE, list(SCAN_INPUTS), ["y"], name="scan", domain=SCAN_OP_DOMAIN,
-                            **{SCAN_ATTR_SOFTPLUS: int(softplus), ATTR_PLUGIN_NAMESPACE: SCAN_PLUGIN_NAMESPACE,
-                               ATTR_PLUGIN_VERSION: SCAN_PLUGIN_VERSION})
-    graph = helper.make_graph([node], "selective_scan", inputs,
-                              [helper.make_tensor_value_info("y", io, ["batch", d, length])])
+    node = helper.make_node(
+        SCAN_OP_TYPE,
+        list(SCAN_INPUTS),
+        ["y"],
+        name="scan",
+        domain=SCAN_OP_DOMAIN,
+        **{
+            SCAN_ATTR_SOFTPLUS: int(softplus),
+            ATTR_PLUGIN_NAMESPACE: SCAN_PLUGIN_NAMESPACE,
+            ATTR_PLUGIN_VERSION: SCAN_PLUGIN_VERSION,
+        },
+    )
+    graph = helper.make_graph(
+        [node], "selective_scan", inputs, [helper.make_tensor_value_info("y", io, ["batch", d, length])]
+    )
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid(SCAN_OP_DOMAIN, SCAN_OP_DOMAIN_VERSION)]
     return helper.make_model(graph, opset_imports=opsets, ir_version=8)

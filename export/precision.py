@@ -15,6 +15,7 @@ Calibration runs normal training images through onnxruntime. onnxruntime's calib
 custom ops, so it runs the graph's portable twin (identical tensor names outside the scans) and
 the ranges it finds are applied to the custom-op graph through a calibration cache.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -60,8 +61,9 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 # --- INT8 ------------------------------------------------------------------------------------------
-def calibration_images(data: Sequence[str | Path], count: int = DEFAULT_CALIBRATION_IMAGES,
-                       image_size: int = 256) -> np.ndarray:
+def calibration_images(
+    data: Sequence[str | Path], count: int = DEFAULT_CALIBRATION_IMAGES, image_size: int = 256
+) -> np.ndarray:
     """uint8 [count, S, S, 3]: normal training images of the dataset roots `data`, evenly spread.
 
     Roots are what `mmad train --data` takes (an MVTec category or dataset, VisA, a folder of images).
@@ -70,8 +72,10 @@ def calibration_images(data: Sequence[str | Path], count: int = DEFAULT_CALIBRAT
 
     paths = [p for c in find_categories([str(d) for d in data]) for p in c.train]
     if not paths:
-        raise ExportError(f"calibration data {', '.join(map(str, data))}: no normal training images found "
-                          "(expected <category>/train/good/*.png or a folder of images)")
+        raise ExportError(
+            f"calibration data {', '.join(map(str, data))}: no normal training images found "
+            "(expected <category>/train/good/*.png or a folder of images)"
+        )
     if count <= 0:
         raise ExportError(f"calibration image count must be positive, got {count}")
     chosen = [paths[i] for i in np.linspace(0, len(paths) - 1, min(count, len(paths))).round().astype(int)]
@@ -103,8 +107,9 @@ def _supports_calibration_cache() -> bool:
     return "calibration_cache_path" in inspect.signature(quantize_static).parameters
 
 
-def to_int8(model: onnx.ModelProto, images: np.ndarray, *, per_channel: bool = True,
-            method: str = "minmax") -> onnx.ModelProto:
+def to_int8(
+    model: onnx.ModelProto, images: np.ndarray, *, per_channel: bool = True, method: str = "minmax"
+) -> onnx.ModelProto:
     """An INT8 Q/DQ copy of a float32 MMAD graph, calibrated on `images` (uint8 [N, S, S, 3], normal).
 
     method: "minmax", "percentile" (99.999th) or "entropy" (onnxruntime's calibration methods).
@@ -112,25 +117,39 @@ def to_int8(model: onnx.ModelProto, images: np.ndarray, *, per_channel: bool = T
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     _require_precision(model, "fp32", "INT8 quantisation")
-    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-               "entropy": CalibrationMethod.Entropy}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
     if method not in methods:
         raise ExportError(f"calibration method must be one of {sorted(methods)}, got {method!r}")
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or len(images) == 0:
-        raise ExportError(f"calibration images must be uint8 [N, H, W, 3] with N > 0, got {images.dtype} {images.shape}")
+        raise ExportError(
+            f"calibration images must be uint8 [N, H, W, 3] with N > 0, got {images.dtype} {images.shape}"
+        )
     has_scans = bool(scan_nodes(model))
     cache_supported = _supports_calibration_cache()
     float_tail = map_filter_nodes(model)
     if has_scans and not cache_supported:
-        raise ExportError("INT8 of a custom-op graph needs onnxruntime with quantize_static(calibration_cache_path=) "
-                          "(pip install -U onnxruntime); or quantise the portable graph")
+        raise ExportError(
+            "INT8 of a custom-op graph needs onnxruntime with quantize_static(calibration_cache_path=) "
+            "(pip install -U onnxruntime); or quantise the portable graph"
+        )
     options = {
-        "quant_format": QuantFormat.QDQ, "activation_type": QuantType.QInt8, "weight_type": QuantType.QInt8,
-        "per_channel": per_channel, "op_types_to_quantize": list(QUANTIZED_OPS), "calibrate_method": methods[method],
+        "quant_format": QuantFormat.QDQ,
+        "activation_type": QuantType.QInt8,
+        "weight_type": QuantType.QInt8,
+        "per_channel": per_channel,
+        "op_types_to_quantize": list(QUANTIZED_OPS),
+        "calibrate_method": methods[method],
         # Symmetric int8 with zero points 0: what TensorRT's explicit quantisation accepts. Outputs are
         # quantised only where they are the input of another quantised op.
-        "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True,
-                          "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS)},
+        "extra_options": {
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
+        },
         "nodes_to_exclude": float_tail,
     }
     with tempfile.TemporaryDirectory(prefix="mmad-int8-") as tmp, _quiet_preprocessing_advice():
@@ -139,8 +158,9 @@ def to_int8(model: onnx.ModelProto, images: np.ndarray, *, per_channel: bool = T
         if cache_supported:
             cache = tmp / "ranges.json"
             _calibrate(make_portable(model) if has_scans else model, images, methods[method], tmp, cache)
-            quantize_static(str(tmp / "model.onnx"), str(tmp / "int8.onnx"), None, calibration_cache_path=str(cache),
-                            **options)
+            quantize_static(
+                str(tmp / "model.onnx"), str(tmp / "int8.onnx"), None, calibration_cache_path=str(cache), **options
+            )
         else:
             quantize_static(str(tmp / "model.onnx"), str(tmp / "int8.onnx"), _ImageReader(images), **options)
         result = onnx.load(str(tmp / "int8.onnx"))
@@ -156,8 +176,11 @@ def map_filter_nodes(model: onnx.ModelProto) -> list[str]:
     They stay float: calibration sees normal images only, so a quantised blur would clip every
     anomalous map at the largest normal value (seen on MVTec bottle: every defect scored the same)."""
     weights = {i.name: list(i.dims) for i in model.graph.initializer}
-    return [n.name for n in model.graph.node
-            if n.op_type == "Conv" and len(n.input) > 1 and weights.get(n.input[1], [0, 0])[:2] == [1, 1]]
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "Conv" and len(n.input) > 1 and weights.get(n.input[1], [0, 0])[:2] == [1, 1]
+    ]
 
 
 def float_for_other_readers(model: onnx.ModelProto) -> None:
@@ -183,6 +206,7 @@ def _quiet_preprocessing_advice():
     """onnxruntime's quantiser advises its pre-processing step (symbolic shape inference and graph
     optimisation, for its own CPU kernels) on the root logger; the graph here is already
     shape-folded and meant for TensorRT too, so the advice is noise."""
+
     class Filter(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
             return "pre-processing" not in record.getMessage()
@@ -202,8 +226,12 @@ def _calibrate(model: onnx.ModelProto, images: np.ndarray, method, tmp: Path, ca
     from onnxruntime.quantization.calibrate import save_tensors_data
 
     save_onnx(model, tmp / "calibrate.onnx")
-    calibrator = create_calibrator(str(tmp / "calibrate.onnx"), list(QUANTIZED_OPS),
-                                   augmented_model_path=str(tmp / "augmented.onnx"), calibrate_method=method)
+    calibrator = create_calibrator(
+        str(tmp / "calibrate.onnx"),
+        list(QUANTIZED_OPS),
+        augmented_model_path=str(tmp / "augmented.onnx"),
+        calibrate_method=method,
+    )
     calibrator.collect_data(_ImageReader(images))
     save_tensors_data(calibrator.compute_data(), cache, smooth_quant=False)
 

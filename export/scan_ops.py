@@ -4,6 +4,7 @@ In eager mode it computes the scan with the project's fastest path; under
 torch.onnx.export(..., dynamo=False) its `symbolic` writes one SelectiveScan node per call, with the
 inputs, attributes and domain of shared/docs/SELECTIVE_SCAN_OP.md (names from training/contract.py).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -32,8 +33,11 @@ class SelectiveScanNode(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, u, delta, A, B, C, D, delta_bias, delta_softplus: bool):
-        attrs = {f"{SCAN_ATTR_SOFTPLUS}_i": int(delta_softplus), f"{ATTR_PLUGIN_NAMESPACE}_s": SCAN_PLUGIN_NAMESPACE,
-                 f"{ATTR_PLUGIN_VERSION}_s": SCAN_PLUGIN_VERSION}
+        attrs = {
+            f"{SCAN_ATTR_SOFTPLUS}_i": int(delta_softplus),
+            f"{ATTR_PLUGIN_NAMESPACE}_s": SCAN_PLUGIN_NAMESPACE,
+            f"{ATTR_PLUGIN_VERSION}_s": SCAN_PLUGIN_VERSION,
+        }
         y = g.op(f"{SCAN_OP_DOMAIN}::{SCAN_OP_TYPE}", u, delta, A, B, C, D, delta_bias, **attrs)
         y.setType(u.type())  # the output is typed and shaped like u
         return y
@@ -60,8 +64,15 @@ class OnnxNodeScan:
         self.calls: list[ScanCall] = []
 
     def __call__(self, u, delta, A, B, C, D, delta_bias, delta_softplus: bool = True) -> torch.Tensor:
-        self.calls.append(ScanCall(int(u.shape[1]), int(A.shape[1]), int(B.shape[1]), int(u.shape[2]),
-                                   A.detach().float().cpu().numpy().copy()))
+        self.calls.append(
+            ScanCall(
+                int(u.shape[1]),
+                int(A.shape[1]),
+                int(B.shape[1]),
+                int(u.shape[2]),
+                A.detach().float().cpu().numpy().copy(),
+            )
+        )
         return SelectiveScanNode.apply(u, delta, A, B, C, D, delta_bias, bool(delta_softplus))
 
 

@@ -7,6 +7,7 @@ batch sizes: a value equal at both is a constant; a Reshape target that differs 
 entry gets -1 there (Reshape infers it). What still depends on the batch (an Expand to [B, ...],
 say) keeps its nodes. (tests/test_export.py compares the result with PyTorch at other batch sizes.)
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,7 +21,14 @@ from mmad.training.contract import INPUT_NAME
 # A node is "shape-derived" when all its inputs are: then its value depends on the input's shape
 # (the batch size) only, never on pixel values.
 _SHAPE_SOURCES = ("Shape", "Size")
-_NONDETERMINISTIC = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli")
+_NONDETERMINISTIC = (
+    "RandomNormal",
+    "RandomNormalLike",
+    "RandomUniform",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+)
 
 
 def _shape_derived_frontier(model: onnx.ModelProto) -> tuple[list[str], dict[str, list[tuple[onnx.NodeProto, int]]]]:
@@ -38,13 +46,17 @@ def _shape_derived_frontier(model: onnx.ModelProto) -> tuple[list[str], dict[str
             derived.update(node.output)
             computed.update(node.output)
     outputs = {o.name for o in graph.output}
-    frontier = [name for name in computed if name in outputs or
-                any(node.output[0] not in derived for node, _ in consumers.get(name, []))]
+    frontier = [
+        name
+        for name in computed
+        if name in outputs or any(node.output[0] not in derived for node, _ in consumers.get(name, []))
+    ]
     return sorted(frontier), consumers
 
 
-def _evaluate(model: onnx.ModelProto, names: list[str], shapes_of: list[str], batches: tuple[int, int],
-              image_size: int) -> list[dict]:
+def _evaluate(
+    model: onnx.ModelProto, names: list[str], shapes_of: list[str], batches: tuple[int, int], image_size: int
+) -> list[dict]:
     """Values of `names`, and the shapes of `shapes_of` (keyed "shape:<name>"), at each batch size.
     Runs onnxruntime on the portable twin, so no custom op is needed."""
     import onnxruntime as ort
@@ -94,8 +106,9 @@ def fold_shape_arithmetic(model: onnx.ModelProto, image_size: int) -> onnx.Model
     frontier, consumers = _shape_derived_frontier(out)
     if not frontier:
         return out
-    reshape_data = sorted({n.input[0] for name in frontier for n, k in consumers.get(name, [])
-                           if n.op_type == "Reshape" and k == 1})
+    reshape_data = sorted(
+        {n.input[0] for name in frontier for n, k in consumers.get(name, []) if n.op_type == "Reshape" and k == 1}
+    )
     at1, at2 = _evaluate(out, frontier, reshape_data, (1, 2), image_size)
     graph_outputs = {o.name for o in out.graph.output}
     for name in frontier:
@@ -116,8 +129,9 @@ def fold_shape_arithmetic(model: onnx.ModelProto, image_size: int) -> onnx.Model
     return out
 
 
-def _replace_with_constant(model: onnx.ModelProto, readers: list[tuple[onnx.NodeProto, int]], name: str,
-                           value: np.ndarray) -> None:
+def _replace_with_constant(
+    model: onnx.ModelProto, readers: list[tuple[onnx.NodeProto, int]], name: str, value: np.ndarray
+) -> None:
     """Point the readers of `name` at a new initializer holding `value` (remove_unused then drops
     the nodes that computed it)."""
     folded = f"{name}/folded"

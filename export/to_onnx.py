@@ -10,6 +10,7 @@ Input `image` uint8 [B, 256, 256, 3] RGB (normalisation inside); outputs `anomal
 on the normal training images of --calib-data. See mmad.export.onnx_export.
 Exit codes: 0 written, 2 bad input (checkpoint, data, option).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="ONNX file to write")
     p.add_argument("--portable", action="store_true", help="standard ONNX ops only (no SelectiveScan custom op)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
-    p.add_argument("--calib-data", nargs="+", default=[],
-                   help="int8: dataset root(s) or image folder(s) whose normal training images calibrate")
+    p.add_argument(
+        "--calib-data",
+        nargs="+",
+        default=[],
+        help="int8: dataset root(s) or image folder(s) whose normal training images calibrate",
+    )
     p.add_argument("--calib-images", type=int, default=32, help="int8: calibration images (default 32)")
     p.add_argument("--calib-method", choices=["minmax", "percentile", "entropy"], default="minmax")
     p.add_argument("--opset", type=int, default=17)
@@ -34,16 +39,25 @@ def run_command(args: argparse.Namespace) -> int:
     from mmad.export.onnx_export import build_onnx
 
     try:
-        result = build_onnx(args.checkpoint, args.out, portable=args.portable, precision=args.precision,
-                            calib_data=args.calib_data, calib_images=args.calib_images,
-                            calib_method=args.calib_method, opset=args.opset)
+        result = build_onnx(
+            args.checkpoint,
+            args.out,
+            portable=args.portable,
+            precision=args.precision,
+            calib_data=args.calib_data,
+            calib_images=args.calib_images,
+            calib_method=args.calib_method,
+            opset=args.opset,
+        )
     except (ValueError, ImportError) as err:  # ExportError, CheckpointError, DataError, a missing package
         print(f"to_onnx: error: {err}", file=sys.stderr)
         return 2
     meta = result.metadata
     size_mb = Path(result.path).stat().st_size / 2**20
-    print(f"wrote {result.path} ({size_mb:.1f} MB): {meta['scan']} scan ({result.scan_nodes} calls), "
-          f"{meta['precision']}, threshold {meta.get('threshold', 'none')}")
+    print(
+        f"wrote {result.path} ({size_mb:.1f} MB): {meta['scan']} scan ({result.scan_nodes} calls), "
+        f"{meta['precision']}, threshold {meta.get('threshold', 'none')}"
+    )
     return 0
 
 

@@ -13,6 +13,7 @@ Sidecar (`<engine>.json`, read by mmad.runtime.backend_tensorrt): TensorRT versi
 compute capability, precision, plugin library and its sha256, input name and shape range,
 threshold, and the ONNX metadata ("mmad.*" keys).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -72,7 +73,7 @@ class CheckedRequest:
 
 
 def parse_batch(text: str) -> tuple[int, int, int]:
-    """"MIN,OPT,MAX" -> (min, opt, max) with 1 <= min <= opt <= max; ExportError otherwise."""
+    """ "MIN,OPT,MAX" -> (min, opt, max) with 1 <= min <= opt <= max; ExportError otherwise."""
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
@@ -98,12 +99,16 @@ def check_request(request: EngineRequest) -> CheckedRequest:
     if wanted not in PRECISIONS:
         raise ExportError(f"--precision {wanted!r}: expected one of {', '.join(PRECISIONS)}")
     if wanted == "int8" and current != "int8" and not request.calib_dir:
-        raise ExportError(f"--precision int8: {request.onnx} has no Q/DQ nodes and no --calib-dir was given; give "
-                          "--calib-dir DIR (normal training images) or an INT8 ONNX "
-                          "(python export/to_onnx.py --precision int8)")
+        raise ExportError(
+            f"--precision int8: {request.onnx} has no Q/DQ nodes and no --calib-dir was given; give "
+            "--calib-dir DIR (normal training images) or an INT8 ONNX "
+            "(python export/to_onnx.py --precision int8)"
+        )
     if current != "fp32" and wanted != current:
-        raise ExportError(f"--precision {wanted}: {request.onnx} is a {current} graph; build it as {current} "
-                          "or export the precision you want from the float32 graph")
+        raise ExportError(
+            f"--precision {wanted}: {request.onnx} is a {current} graph; build it as {current} "
+            "or export the precision you want from the float32 graph"
+        )
     for folder in request.calib_dir:
         if not Path(folder).is_dir():
             raise ExportError(f"--calib-dir {folder}: no such folder")
@@ -111,12 +116,16 @@ def check_request(request: EngineRequest) -> CheckedRequest:
     plugin = request.plugins or (Path(os.environ[PLUGIN_ENV]) if os.environ.get(PLUGIN_ENV) else None)
     if plugin is not None and not Path(plugin).is_file():
         source = "--plugins" if request.plugins else f"${PLUGIN_ENV}"
-        raise ExportError(f"{source} {plugin}: no such file (build it: cmake -S plugins -B plugins/build && "
-                          "cmake --build plugins/build)")
+        raise ExportError(
+            f"{source} {plugin}: no such file (build it: cmake -S plugins -B plugins/build && "
+            "cmake --build plugins/build)"
+        )
     if custom_op and plugin is None:
-        raise ExportError(f"{request.onnx} uses the SelectiveScan op: give its TensorRT plugin with --plugins "
-                          f"libmmad_trt_plugins.so (or ${PLUGIN_ENV}), or build from a portable graph "
-                          "(to_onnx.py --portable)")
+        raise ExportError(
+            f"{request.onnx} uses the SelectiveScan op: give its TensorRT plugin with --plugins "
+            f"libmmad_trt_plugins.so (or ${PLUGIN_ENV}), or build from a portable graph "
+            "(to_onnx.py --portable)"
+        )
     if request.workspace_mb <= 0:
         raise ExportError(f"--workspace {request.workspace_mb}: expected a positive number of MB")
     size = int(metadata.get("image_size", "0") or 0)
@@ -130,7 +139,8 @@ def import_tensorrt():
     except ImportError as err:
         raise TensorRTUnavailable(
             f"TensorRT not available ({err}): building an engine needs TensorRT's Python bindings and an NVIDIA GPU "
-            "(JetPack ships them; on x86: pip install tensorrt). The ONNX export itself needs neither.") from None
+            "(JetPack ships them; on x86: pip install tensorrt). The ONNX export itself needs neither."
+        ) from None
     return tensorrt
 
 
@@ -178,16 +188,21 @@ def load_plugin(trt, path: Path):
     major = tensorrt_major(trt)
     built_for = plugin_tensorrt_major(path)
     if built_for is not None and built_for != major:
-        raise ExportError(f"--plugins {path}: built for TensorRT {built_for}, this is TensorRT {trt.__version__}; "
-                          "rebuild it against this TensorRT's headers")
+        raise ExportError(
+            f"--plugins {path}: built for TensorRT {built_for}, this is TensorRT {trt.__version__}; "
+            "rebuild it against this TensorRT's headers"
+        )
     try:
         handle = trt.get_plugin_registry().load_library(str(path))
     except (RuntimeError, TypeError) as err:  # what TensorRT's binding raises
-        raise ExportError(f"--plugins {path}: TensorRT cannot load it ({err}); is it built for TensorRT "
-                          f"{trt.__version__}?") from None
+        raise ExportError(
+            f"--plugins {path}: TensorRT cannot load it ({err}); is it built for TensorRT {trt.__version__}?"
+        ) from None
     if handle is None:
-        raise ExportError(f"--plugins {path}: TensorRT refused the library (see its log above); is it built for "
-                          f"TensorRT {trt.__version__}?")
+        raise ExportError(
+            f"--plugins {path}: TensorRT refused the library (see its log above); is it built for "
+            f"TensorRT {trt.__version__}?"
+        )
     return handle
 
 
@@ -251,8 +266,10 @@ def build_engine(checked: CheckedRequest, log: Callable[[str], None] = print) ->
     shapes = [(b, size, size, 3) for b in req.batch]
     profile.set_shape(INPUT_NAME, *shapes)
     config.add_optimization_profile(profile)
-    log(f"building {req.out} with TensorRT {trt.__version__} on {gpu} (sm {capability}), {checked.precision}, "
-        f"batch {req.batch[0]}..{req.batch[2]} (opt {req.batch[1]})")
+    log(
+        f"building {req.out} with TensorRT {trt.__version__} on {gpu} (sm {capability}), {checked.precision}, "
+        f"batch {req.batch[0]}..{req.batch[2]} (opt {req.batch[1]})"
+    )
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineBuildError(f"TensorRT failed to build {req.out} (its log above says why)")
@@ -271,8 +288,9 @@ def sidecar_path(engine: Path) -> Path:
     return engine.with_name(engine.name + ".json")
 
 
-def sidecar_for(checked: CheckedRequest, trt_version: str, gpu: str, capability: str, strongly_typed: bool,
-                source: Path) -> dict:
+def sidecar_for(
+    checked: CheckedRequest, trt_version: str, gpu: str, capability: str, strongly_typed: bool, source: Path
+) -> dict:
     """The sidecar's JSON (see the module docstring); paths relative to the engine's folder when inside it."""
     req = checked.request
     plugin = None
@@ -295,10 +313,14 @@ def sidecar_for(checked: CheckedRequest, trt_version: str, gpu: str, capability:
         "plugin_sha256": sha256_file(checked.plugin) if checked.plugin else None,
         "onnx": str(source),
         "onnx_sha256": sha256_file(source),
-        "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NHWC",
-                  "min": [req.batch[0], size, size, 3], "opt": [req.batch[1], size, size, 3],
-                  "max": [req.batch[2], size, size, 3]},
+        "input": {
+            "name": INPUT_NAME,
+            "dtype": "uint8",
+            "layout": "NHWC",
+            "min": [req.batch[0], size, size, 3],
+            "opt": [req.batch[1], size, size, 3],
+            "max": [req.batch[2], size, size, 3],
+        },
         "threshold": float(checked.metadata["threshold"]) if checked.metadata.get("threshold") else None,
         "metadata": meta,
     }
-

@@ -9,6 +9,7 @@ custom-op graph, its portable twin (standard ops only). Exit code 0 when every f
 within MODEL_TOL_FP32 of PyTorch, 1 otherwise, 2 for bad input. FP16 and INT8 graphs are reported,
 not judged (their accuracy is what evaluate_precisions.py compares).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -117,7 +118,7 @@ def run_over(name: str, runner: Runner, data: TestImages, batch: int = DEFAULT_B
     maps, scores = [], []
     start = time.perf_counter()
     for i in tqdm(range(0, len(data.images), batch), desc=name, disable=not progress, leave=False):
-        m, s = runner(data.images[i:i + batch])
+        m, s = runner(data.images[i : i + batch])
         maps.append(m)
         scores.append(s)
     seconds = (time.perf_counter() - start) / len(data.images)
@@ -140,8 +141,10 @@ def add_metrics(result: Result, data: TestImages, full: bool = False) -> None:
     if full:
         result.metrics = compute_metrics(result.scores, data.labels, result.maps, data.masks)
     else:
-        result.metrics = {"I-AUROC": 100 * image_metrics(result.scores, data.labels)["I-AUROC"],
-                          "P-AUROC": 100 * exact_auroc(pixel_curve(result.maps, data.masks))}
+        result.metrics = {
+            "I-AUROC": 100 * image_metrics(result.scores, data.labels)["I-AUROC"],
+            "P-AUROC": 100 * exact_auroc(pixel_curve(result.maps, data.masks)),
+        }
 
 
 def compare(results: list[Result], reference: Result) -> None:
@@ -168,9 +171,16 @@ def graphs_to_run(onnx_paths: Sequence[str | Path], workdir: Path) -> list[tuple
     return graphs
 
 
-def verify(checkpoint: str | Path, onnx_paths: Sequence[str | Path], data: Sequence[str | Path], *,
-           max_images: int | None = None, batch: int = DEFAULT_BATCH, threads: int = 0,
-           progress: bool = True) -> list[Result]:
+def verify(
+    checkpoint: str | Path,
+    onnx_paths: Sequence[str | Path],
+    data: Sequence[str | Path],
+    *,
+    max_images: int | None = None,
+    batch: int = DEFAULT_BATCH,
+    threads: int = 0,
+    progress: bool = True,
+) -> list[Result]:
     """PyTorch first, then every graph (see graphs_to_run), each with metrics and differences."""
     torch_run, info = torch_runner(checkpoint)
     images = load_test_images(data, max_images, info.config.model.image_size)
@@ -195,12 +205,16 @@ def passes(result: Result) -> bool:
 
 def format_table(results: list[Result]) -> str:
     """A Markdown table: one row per way of running the model."""
-    lines = ["| run | I-AUROC | P-AUROC | max Δmap / max map | max Δscore / max score | s / image |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| run | I-AUROC | P-AUROC | max Δmap / max map | max Δscore / max score | s / image |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in results:
         auroc = [f"{r.metrics[k]:.2f}" if k in r.metrics else "n/a" for k in ("I-AUROC", "P-AUROC")]
-        diffs = ["—" if r.map_diff is None or r.name == "PyTorch" else f"{r.map_diff:.2e}",
-                 "—" if r.score_diff is None or r.name == "PyTorch" else f"{r.score_diff:.2e}"]
+        diffs = [
+            "—" if r.map_diff is None or r.name == "PyTorch" else f"{r.map_diff:.2e}",
+            "—" if r.score_diff is None or r.name == "PyTorch" else f"{r.score_diff:.2e}",
+        ]
         lines.append(f"| {r.name} | {auroc[0]} | {auroc[1]} | {diffs[0]} | {diffs[1]} | {r.seconds_per_image:.3f} |")
     return "\n".join(lines)
 
@@ -208,7 +222,9 @@ def format_table(results: list[Result]) -> str:
 # --- command line --------------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint folder the graphs were exported from")
-    p.add_argument("--onnx", nargs="+", required=True, help="exported graph(s); a custom-op graph brings its portable twin")
+    p.add_argument(
+        "--onnx", nargs="+", required=True, help="exported graph(s); a custom-op graph brings its portable twin"
+    )
     p.add_argument("--data", nargs="+", required=True, help="dataset root(s) with test images and masks (MVTec layout)")
     p.add_argument("--max-images", type=int, help="use this many test images, evenly spread (default: all)")
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH)
@@ -217,16 +233,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    results = verify(args.checkpoint, args.onnx, args.data, max_images=args.max_images, batch=args.batch,
-                     threads=args.threads)
+    results = verify(
+        args.checkpoint, args.onnx, args.data, max_images=args.max_images, batch=args.batch, threads=args.threads
+    )
     print(format_table(results))
     failed = [r.name for r in results[1:] if not passes(r)]
-    verdict = (f"FAIL: {', '.join(failed)} differ from PyTorch by more than {MODEL_TOL_FP32:g}" if failed else
-               f"OK: every float32 graph within {MODEL_TOL_FP32:g} (max|Δ| / max|ref|) of PyTorch")
+    verdict = (
+        f"FAIL: {', '.join(failed)} differ from PyTorch by more than {MODEL_TOL_FP32:g}"
+        if failed
+        else f"OK: every float32 graph within {MODEL_TOL_FP32:g} (max|Δ| / max|ref|) of PyTorch"
+    )
     print(verdict)
     if args.json:
-        Path(args.json).write_text(json.dumps({"tolerance": MODEL_TOL_FP32, "ok": not failed,
-                                               "results": [r.summary() for r in results]}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {"tolerance": MODEL_TOL_FP32, "ok": not failed, "results": [r.summary() for r in results]}, indent=2
+            )
+        )
     return 1 if failed else 0
 
 

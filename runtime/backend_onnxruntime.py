@@ -31,7 +31,9 @@ def _import_onnxruntime():
     try:
         import onnxruntime
     except ImportError:
-        raise ConfigError("the onnxruntime backend needs the onnxruntime package: pip install 'mmad-edge[runtime]'") from None
+        raise ConfigError(
+            "the onnxruntime backend needs the onnxruntime package: pip install 'mmad-edge[runtime]'"
+        ) from None
     return onnxruntime
 
 

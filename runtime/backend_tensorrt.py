@@ -336,7 +336,9 @@ class TensorRTBackend(Backend):
         except ConfigError:
             if not allow_foreign_engine:
                 raise
-            warnings = [f"{self.path.name}: built for another TensorRT or GPU; trying it anyway (--allow-foreign-engine)"]
+            warnings = [
+                f"{self.path.name}: built for another TensorRT or GPU; trying it anyway (--allow-foreign-engine)"
+            ]
         for w in warnings:
             log.warning(w)
         self.gpu = gpu

@@ -206,12 +206,20 @@ def environment_lines(env: dict[str, object]) -> list[tuple[str, str]]:
     if cpu.get("scaling_governor"):
         rows.append(("CPU governor", str(cpu["scaling_governor"])))
     gpus = env.get("gpus") or []
-    rows.append(("GPU", "; ".join(f"{g.get('name')} (driver {g.get('driver_version')}, sm {g.get('compute_cap')})" for g in gpus) or "none seen by nvidia-smi"))
+    rows.append(
+        (
+            "GPU",
+            "; ".join(f"{g.get('name')} (driver {g.get('driver_version')}, sm {g.get('compute_cap')})" for g in gpus)
+            or "none seen by nvidia-smi",
+        )
+    )
     jetson = env.get("jetson")
     if jetson:
         rows.append(("Jetson", f"{jetson.get('board')}, {jetson.get('l4t_release')}"))
         rows.append(("Power mode (nvpmodel -q)", str(jetson.get("power_mode") or "unknown: nvpmodel not found")))
-        rows.append(("Clocks locked (jetson_clocks)", "yes" if jetson.get("locked") else "no: latencies vary with DVFS"))
+        rows.append(
+            ("Clocks locked (jetson_clocks)", "yes" if jetson.get("locked") else "no: latencies vary with DVFS")
+        )
     rows.append(("Python", str(env.get("python"))))
     libs = env.get("libraries") or {}
     rows.append(("Libraries", ", ".join(f"{k} {v}" for k, v in sorted(libs.items()))))

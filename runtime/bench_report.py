@@ -83,7 +83,9 @@ def caveats(report: dict) -> list[str]:
         if not jetson.get("power_mode"):
             notes.append("- The Jetson power mode is unknown (`nvpmodel -q` failed or is absent).")
         if not jetson.get("locked"):
-            notes.append("- Clocks were not locked: DVFS moves them under load. Run `sudo jetson_clocks` for steady figures.")
+            notes.append(
+                "- Clocks were not locked: DVFS moves them under load. Run `sudo jetson_clocks` for steady figures."
+            )
     return notes
 
 

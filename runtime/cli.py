@@ -5,6 +5,7 @@ has no PyTorch). Each package contributes a light `cli` module (argparse only, n
 module level) with `register(subparsers)`; the work behind a subcommand imports its dependencies
 only when it runs, so `mmad stream` never imports torch.
 """
+
 from __future__ import annotations
 
 import argparse

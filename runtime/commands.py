@@ -59,9 +59,13 @@ def register_stream(subparsers: argparse._SubParsersAction) -> None:
         help="auto (default), tensorrt, onnxruntime, onnxruntime-cpu, onnxruntime-cuda, onnxruntime-tensorrt",
     )
     p.add_argument("--op-library", help="onnxruntime custom-op library for a graph with the SelectiveScan op")
-    p.add_argument("--plugin-library", help="TensorRT plugin library (default: from the engine's sidecar or $MMAD_TRT_PLUGIN)")
     p.add_argument(
-        "--allow-foreign-engine", action="store_true", help="try a TensorRT engine built for another TensorRT version or GPU"
+        "--plugin-library", help="TensorRT plugin library (default: from the engine's sidecar or $MMAD_TRT_PLUGIN)"
+    )
+    p.add_argument(
+        "--allow-foreign-engine",
+        action="store_true",
+        help="try a TensorRT engine built for another TensorRT version or GPU",
     )
     p.add_argument("--max-frames", type=int, help="stop after this many inferred frames")
     p.add_argument("--stats-interval", type=float, default=5.0, help="seconds between stats lines (0: only at the end)")
@@ -136,22 +140,34 @@ def register_bench(subparsers: argparse._SubParsersAction) -> None:
         epilog=BENCH_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", nargs="+", required=True, help="a checkpoint folder and/or exported .onnx / .engine files")
+    p.add_argument(
+        "--model", nargs="+", required=True, help="a checkpoint folder and/or exported .onnx / .engine files"
+    )
     p.add_argument("--report", required=True, help="folder for report.json, report.md, the plots (and exported models)")
     p.add_argument("--backends", help="comma-separated backends or families to run (default: every one available)")
     p.add_argument("--batch", default="1", help="batch sizes, comma-separated (default 1)")
     p.add_argument("--iters", type=int, default=30, help="timed iterations per backend and batch size (default 30)")
     p.add_argument("--warmup", type=int, default=5, help="untimed warm-up iterations before them (default 5)")
     p.add_argument(
-        "--images", help="a folder of images or a dataset root (MVTec layout; masks are skipped); default: generated frames"
+        "--images",
+        help="a folder of images or a dataset root (MVTec layout; masks are skipped); default: generated frames",
     )
     p.add_argument("--max-images", type=int, default=8, help="images used, spread over the folder (default 8)")
     p.add_argument("--frame-size", metavar="WxH", help="resize the images to this camera frame size before timing")
-    p.add_argument("--threads", type=int, help="CPU threads for onnxruntime and PyTorch (default: the CPUs usable here)")
+    p.add_argument(
+        "--threads", type=int, help="CPU threads for onnxruntime and PyTorch (default: the CPUs usable here)"
+    )
     p.add_argument("--torch-device", default="cpu", help="device of the PyTorch backend: cpu (default), cuda, auto")
     p.add_argument("--op-library", help="onnxruntime custom-op library for a graph with the SelectiveScan op")
-    p.add_argument("--plugin-library", help="TensorRT plugin library (default: $MMAD_TRT_PLUGIN or the engine's sidecar)")
-    p.add_argument("--calib-data", nargs="+", default=[], help="normal images calibrating a TensorRT INT8 engine (default: --images)")
+    p.add_argument(
+        "--plugin-library", help="TensorRT plugin library (default: $MMAD_TRT_PLUGIN or the engine's sidecar)"
+    )
+    p.add_argument(
+        "--calib-data",
+        nargs="+",
+        default=[],
+        help="normal images calibrating a TensorRT INT8 engine (default: --images)",
+    )
     p.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=run_bench_command)

@@ -50,7 +50,13 @@ class MmadInfer(GstBase.BaseTransform):
     )
     __gproperties__ = {
         "model": (str, "model", "Exported model: .onnx or a TensorRT engine", None, GObject.ParamFlags.READWRITE),
-        "backend": (str, "backend", "auto, tensorrt, onnxruntime, onnxruntime-cpu, ...", "auto", GObject.ParamFlags.READWRITE),
+        "backend": (
+            str,
+            "backend",
+            "auto, tensorrt, onnxruntime, onnxruntime-cpu, ...",
+            "auto",
+            GObject.ParamFlags.READWRITE,
+        ),
         "threshold": (
             float,
             "threshold",
@@ -60,8 +66,20 @@ class MmadInfer(GstBase.BaseTransform):
             -1.0,
             GObject.ParamFlags.READWRITE,
         ),
-        "roi": (str, "roi", "Region of interest x,y,w,h in pixels (empty: the whole frame)", None, GObject.ParamFlags.READWRITE),
-        "overlay": (bool, "overlay", "Draw the heat map, boxes and score on the frame", True, GObject.ParamFlags.READWRITE),
+        "roi": (
+            str,
+            "roi",
+            "Region of interest x,y,w,h in pixels (empty: the whole frame)",
+            None,
+            GObject.ParamFlags.READWRITE,
+        ),
+        "overlay": (
+            bool,
+            "overlay",
+            "Draw the heat map, boxes and score on the frame",
+            True,
+            GObject.ParamFlags.READWRITE,
+        ),
         "min-region-area": (
             int,
             "min-region-area",
@@ -76,7 +94,14 @@ class MmadInfer(GstBase.BaseTransform):
     def __init__(self) -> None:
         super().__init__()
         self.set_in_place(True)
-        self.props_ = {"model": None, "backend": "auto", "threshold": -1.0, "roi": None, "overlay": True, "min-region-area": 16}
+        self.props_ = {
+            "model": None,
+            "backend": "auto",
+            "threshold": -1.0,
+            "roi": None,
+            "overlay": True,
+            "min-region-area": 16,
+        }
         self.inspector: FrameInspector | None = None
         self.width = self.height = 0
         self.frame_index = 0

@@ -105,7 +105,11 @@ def plugin_environment(shim_dir: str | Path | None = None) -> dict[str, str]:
     env = {"GST_PLUGIN_PATH": os.pathsep.join(filter(None, [str(PLUGIN_DIR), os.environ.get("GST_PLUGIN_PATH")]))}
     system = system_gst_overrides()
     if not python_has_gst_overrides() and system is not None:
-        shim = Path(shim_dir) if shim_dir else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmad" / "gi-shim"
+        shim = (
+            Path(shim_dir)
+            if shim_dir
+            else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmad" / "gi-shim"
+        )
         link = shim / "gi" / "overrides"
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.exists():

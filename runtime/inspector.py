@@ -31,13 +31,17 @@ class FrameTimings:
 class FrameInspector:
     """A backend plus the deployment threshold and ROI; inspects uint8 RGB frames [H, W, 3]."""
 
-    def __init__(self, backend: Backend, threshold: float | None = None, roi: Roi | None = None, min_region_area: int = 16):
+    def __init__(
+        self, backend: Backend, threshold: float | None = None, roi: Roi | None = None, min_region_area: int = 16
+    ):
         self.backend = backend
         self.roi = roi
         self.min_region_area = min_region_area
         self.threshold = threshold if threshold is not None else backend.info.threshold
         if self.threshold is None:
-            raise ConfigError(f"{backend.info.source}: the model's metadata has no threshold; give one with --threshold")
+            raise ConfigError(
+                f"{backend.info.source}: the model's metadata has no threshold; give one with --threshold"
+            )
         self.timings = FrameTimings()
 
     def roi_for(self, frame: np.ndarray) -> Roi:
@@ -60,4 +64,6 @@ class FrameInspector:
 
     def overlay(self, frame: np.ndarray, result: Inspection, alpha: float = 0.4) -> np.ndarray:
         """The annotated frame: heat map inside the ROI, region boxes, score. uint8 RGB [H, W, 3]."""
-        return draw_overlay(frame, result.frame_map, result.threshold, result.score, result.regions, self.roi_for(frame), alpha)
+        return draw_overlay(
+            frame, result.frame_map, result.threshold, result.score, result.regions, self.roi_for(frame), alpha
+        )

@@ -144,7 +144,9 @@ class ImportedBackend(Backend):
         self.inner = inner
         self.name = inner.name
         size = int(inner.image_size)
-        self.info = ModelInfo(source=source, height=size, width=size, threshold=inner.threshold, metadata=dict(inner.metadata))
+        self.info = ModelInfo(
+            source=source, height=size, width=size, threshold=inner.threshold, metadata=dict(inner.metadata)
+        )
 
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.inner.infer(self.check_batch(images))
@@ -347,15 +349,25 @@ def checkpoint_candidates(checkpoint: str, config: BenchConfig, plan: Plan) -> N
     ]
     if "CUDAExecutionProvider" in onnxruntime_providers():
         wanted.append(
-            ("onnxruntime-portable-cuda", lambda: exports.onnx(portable=True), lambda p: load_onnx_backend(p, "cuda", config))
+            (
+                "onnxruntime-portable-cuda",
+                lambda: exports.onnx(portable=True),
+                lambda p: load_onnx_backend(p, "cuda", config),
+            )
         )
     for precision in ("fp32", "fp16", "int8"):
-        wanted.append((
-            f"tensorrt-{precision}",
-            lambda pr=precision: exports.engine(pr),
-            lambda p: load_backend(p, "tensorrt", plugin_library=exports.plugin()),
-        ))
-    no_export = "mmad.export needs the export extra (pip install 'mmad-edge[export]')" if _missing("onnx") or _missing("torch") else None
+        wanted.append(
+            (
+                f"tensorrt-{precision}",
+                lambda pr=precision: exports.engine(pr),
+                lambda p: load_backend(p, "tensorrt", plugin_library=exports.plugin()),
+            )
+        )
+    no_export = (
+        "mmad.export needs the export extra (pip install 'mmad-edge[export]')"
+        if _missing("onnx") or _missing("torch")
+        else None
+    )
     no_trt = tensorrt_unavailable(config, exports)
     for name, export, load in wanted:
         if name in plan.names or not selected(name, config.backends):
@@ -386,7 +398,9 @@ def plan_backends(config: BenchConfig) -> Plan:
         if not path.is_file():
             raise ConfigError(f"--model {path}: no such file or folder")
         if path.suffix.lower() not in ONNX_SUFFIXES + ENGINE_SUFFIXES:
-            raise ConfigError(f"--model {path}: expected a checkpoint folder, an .onnx file or an engine ({', '.join(ENGINE_SUFFIXES)})")
+            raise ConfigError(
+                f"--model {path}: expected a checkpoint folder, an .onnx file or an engine ({', '.join(ENGINE_SUFFIXES)})"
+            )
     if config.backends:
         known = {"pytorch", "onnxruntime", "tensorrt"}
         for s in config.backends:
@@ -461,7 +475,10 @@ def load_frames(config: BenchConfig) -> tuple[list[np.ndarray], dict[str, object
         source = {"source": "generated (mmad.samples.make_video.render_frames, seed 0)", "defect_frames": defect_frames}
     if config.frame_size:
         width, height = config.frame_size
-        frames = [cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR) if f.shape[:2] != (height, width) else f for f in frames]
+        frames = [
+            cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR) if f.shape[:2] != (height, width) else f
+            for f in frames
+        ]
     source.update(count=len(frames), frame_sizes=sorted({f"{f.shape[1]}x{f.shape[0]}" for f in frames}))
     return frames, source
 
@@ -572,7 +589,9 @@ def deviation(
     their verdicts (score > threshold) differ from the reference's.
     """
     if maps.shape != ref_maps.shape:
-        raise ConfigError(f"maps of shape {list(maps.shape)} cannot be compared with the reference's {list(ref_maps.shape)}")
+        raise ConfigError(
+            f"maps of shape {list(maps.shape)} cannot be compared with the reference's {list(ref_maps.shape)}"
+        )
     map_rel, score_rel = relative_max_diff(maps, ref_maps), relative_max_diff(scores, ref_scores)
     agree = float(np.mean((scores > threshold) == (ref_scores > threshold)))
     if precision == "fp32":
@@ -624,7 +643,10 @@ def bench_one(candidate: Candidate, config: BenchConfig, frames: list[np.ndarray
         if reference is None:
             threshold, source = backend.info.threshold, "model metadata"
             if threshold is None:
-                threshold, source = float(np.median(scores)), "the median of the reference's scores: no threshold in the metadata"
+                threshold, source = (
+                    float(np.median(scores)),
+                    "the median of the reference's scores: no threshold in the metadata",
+                )
             reference = Reference(candidate.name, maps, scores, float(threshold), source)
         precision = backend.info.metadata.get("precision", "fp32")
         entry: dict[str, object] = {
@@ -643,8 +665,12 @@ def bench_one(candidate: Candidate, config: BenchConfig, frames: list[np.ndarray
             "latency": {},
         }
         for batch in config.batches:
-            log.info("%s: batch %d, %d warm-up + %d timed iterations", candidate.name, batch, config.warmup, config.iters)
-            entry["latency"][str(batch)] = time_backend(backend, frames, batch, config.iters, config.warmup, reference.threshold)
+            log.info(
+                "%s: batch %d, %d warm-up + %d timed iterations", candidate.name, batch, config.warmup, config.iters
+            )
+            entry["latency"][str(batch)] = time_backend(
+                backend, frames, batch, config.iters, config.warmup, reference.threshold
+            )
     finally:
         backend.close()
     return entry, reference
@@ -653,7 +679,14 @@ def bench_one(candidate: Candidate, config: BenchConfig, frames: list[np.ndarray
 def command_line(config: BenchConfig) -> str:
     """The `mmad bench` command that repeats this run, for the report."""
     parts = ["mmad", "bench", "--model", *config.models, "--report", str(config.report_dir)]
-    parts += ["--batch", ",".join(map(str, config.batches)), "--iters", str(config.iters), "--warmup", str(config.warmup)]
+    parts += [
+        "--batch",
+        ",".join(map(str, config.batches)),
+        "--iters",
+        str(config.iters),
+        "--warmup",
+        str(config.warmup),
+    ]
     options = {
         "--backends": ",".join(config.backends) if config.backends else None,
         "--images": config.images,

@@ -97,7 +97,9 @@ def model_info_from_metadata(
         try:
             side = int(meta["image_size"])
         except ValueError:
-            raise ConfigError(f"{source}: metadata {META_PREFIX}image_size={meta['image_size']!r} is not an integer") from None
+            raise ConfigError(
+                f"{source}: metadata {META_PREFIX}image_size={meta['image_size']!r} is not an integer"
+            ) from None
         size = (side, side)
     size = size or _size_from_shape(input_shape)
     if size is None:

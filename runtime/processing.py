@@ -176,7 +176,14 @@ def draw_overlay(
     label = f"{'ANOMALY' if anomalous else 'ok'} {score:.3f}"
     scale = max(frame.shape[0] / 480.0, 0.4)
     cv2.putText(
-        out, label, (8, int(24 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale, colour, max(int(2 * scale), 1), cv2.LINE_AA
+        out,
+        label,
+        (8, int(24 * scale) + 4),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.7 * scale,
+        colour,
+        max(int(2 * scale), 1),
+        cv2.LINE_AA,
     )
     return out
 

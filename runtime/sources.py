@@ -22,7 +22,9 @@ from urllib.parse import urlparse
 
 from .errors import ConfigError
 
-SOURCE_HELP = "test[://PATTERN] | PATH | file:///PATH | http(s)://URL | rtsp://HOST/PATH | /dev/videoN | v4l2://N | csi://N"
+SOURCE_HELP = (
+    "test[://PATTERN] | PATH | file:///PATH | http(s)://URL | rtsp://HOST/PATH | /dev/videoN | v4l2://N | csi://N"
+)
 # decodebin also decodes audio; the caps filter after it links its video pad only.
 VIDEO_ONLY = "video/x-raw(ANY)"
 DECODE = f"decodebin name=decoder ! {VIDEO_ONLY}"
@@ -159,7 +161,9 @@ def output_pipeline_description(out: str | None, display: bool, caps: str, platf
     if out:
         suffix = Path(out).suffix.lower()
         if suffix not in OUTPUT_MUXERS:
-            raise ConfigError(f"--out {out}: unsupported container {suffix!r}; expected one of {', '.join(OUTPUT_MUXERS)}")
+            raise ConfigError(
+                f"--out {out}: unsupported container {suffix!r}; expected one of {', '.join(OUTPUT_MUXERS)}"
+            )
         if platform.nvv4l2h264enc and platform.nvvidconv:
             encode = "nvvidconv ! video/x-raw(memory:NVMM),format=I420 ! nvv4l2h264enc insert-sps-pps=true"
         else:

@@ -37,7 +37,13 @@ from .events import EventWriter
 from .gst_util import import_gst
 from .inspector import FrameInspector
 from .processing import parse_roi
-from .sources import OUTPUT_MUXERS, detect_platform, input_pipeline_description, output_pipeline_description, parse_source
+from .sources import (
+    OUTPUT_MUXERS,
+    detect_platform,
+    input_pipeline_description,
+    output_pipeline_description,
+    parse_source,
+)
 
 log = logging.getLogger("mmad.stream")
 
@@ -126,7 +132,11 @@ class StreamStats:
 
     def line(self) -> str:
         s = self.summary()
-        latency = "-" if s["latency_ms_median"] is None else f"{s['latency_ms_median']:.0f} ms (p95 {s['latency_ms_p95']:.0f})"
+        latency = (
+            "-"
+            if s["latency_ms_median"] is None
+            else f"{s['latency_ms_median']:.0f} ms (p95 {s['latency_ms_p95']:.0f})"
+        )
         return (
             f"in {self.frames_in} inferred {self.frames_inferred} dropped {s['frames_dropped']} "
             f"undecodable {s['frames_undecodable']} anomalies {self.anomalies} reconnects {self.reconnects} | "
@@ -276,7 +286,9 @@ class StreamRunner:
         )
         self.Gst = import_gst()
         self.platform = detect_platform()
-        if config.display and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or self.platform.nv3dsink):
+        if config.display and not (
+            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or self.platform.nv3dsink
+        ):
             # Without a display autovideosink falls through to sinks that crash (dfbvideosink) instead of failing.
             raise ConfigError(
                 "--display needs a graphical session (neither DISPLAY nor WAYLAND_DISPLAY is set); use --out instead"
@@ -310,7 +322,9 @@ class StreamRunner:
         try:
             self.input = Gst.parse_launch(description)
         except Exception as err:  # GLib.Error: a missing element or a bad description
-            raise ConfigError(f"--source {self.spec.text}: cannot build the pipeline ({err}); it was: {description}") from None
+            raise ConfigError(
+                f"--source {self.spec.text}: cannot build the pipeline ({err}); it was: {description}"
+            ) from None
         self.appsink = self.input.get_by_name("frames")
         queue_pad = self.input.get_by_name("inqueue").get_static_pad("sink")
         queue_pad.add_probe(Gst.PadProbeType.BUFFER, self._on_frame_in)
@@ -431,7 +445,9 @@ class StreamRunner:
             return
         Gst = self.Gst
         self.appsrc.end_of_stream()
-        msg = self.output.get_bus().timed_pop_filtered(int(timeout_s * SECOND), Gst.MessageType.EOS | Gst.MessageType.ERROR)
+        msg = self.output.get_bus().timed_pop_filtered(
+            int(timeout_s * SECOND), Gst.MessageType.EOS | Gst.MessageType.ERROR
+        )
         if msg is None:
             log.error("the output did not finish within %.0f s; %s may be incomplete", timeout_s, self.config.out)
         elif msg.type == Gst.MessageType.ERROR:

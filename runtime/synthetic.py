@@ -26,7 +26,9 @@ REFERENCE_GREY = 128.0
 SYNTHETIC_THRESHOLD = 0.35
 
 
-def synthetic_model(path: str | Path, image_size: int = 256, pool: int = 7, threshold: float = SYNTHETIC_THRESHOLD) -> Path:
+def synthetic_model(
+    path: str | Path, image_size: int = 256, pool: int = 7, threshold: float = SYNTHETIC_THRESHOLD
+) -> Path:
     """Write the synthetic ONNX model (opset 17, dynamic batch) to `path` and return the path.
 
     pool: odd side of the average-pooling window, which smooths sensor noise out of the map.
@@ -62,7 +64,9 @@ def synthetic_model(path: str | Path, image_size: int = 256, pool: int = 7, thre
             helper.make_tensor("scale", TensorProto.FLOAT, [], [1.0 / REFERENCE_GREY]),
         ],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="mmad.runtime.synthetic")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="mmad.runtime.synthetic"
+    )
     model.ir_version = 8  # readable by onnxruntime >= 1.14
     metadata = {
         "threshold": threshold,

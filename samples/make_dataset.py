@@ -15,6 +15,7 @@ discs) and stains (coloured blobs), drawn on the textured area or on the part.
 Every image has its own random stream derived from (seed, category, split, index), so a dataset
 is reproducible for a seed, and changing one count does not change the other images.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -121,7 +122,7 @@ def _scratch(size: int, region: Region, rng: np.random.Generator) -> tuple[np.nd
     (x0, y0), theta = _point_in(region, rng, margin=length / 2), rng.uniform(0, np.pi)
     dx, dy = np.cos(theta) * length / 2, np.sin(theta) * length / 2
     ax, ay, bx, by = x0 - dx, y0 - dy, x0 + dx, y0 + dy
-    t = np.clip(((x - ax) * (bx - ax) + (y - ay) * (by - ay)) / (length ** 2), 0, 1)
+    t = np.clip(((x - ax) * (bx - ax) + (y - ay) * (by - ay)) / (length**2), 0, 1)
     distance = np.hypot(x - (ax + t * (bx - ax)), y - (ay + t * (by - ay)))
     width = rng.uniform(2.0, 3.0) * s
     return _coverage(width / 2 - distance), np.array([30, 25, 22], np.float32)
@@ -152,8 +153,7 @@ _DEFECTS = {"scratch": _scratch, "hole": _hole, "stain": _stain}
 _OPACITY = {"scratch": 0.9, "hole": 1.0, "stain": 0.85}  # a stain lets some texture show through
 
 
-def add_defect(image: np.ndarray, region: Region, kind: str,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def add_defect(image: np.ndarray, region: Region, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Draw one defect into a copy of `image` (uint8 [H, W, 3]).
 
     Returns (image uint8 [H, W, 3], mask bool [H, W]); the mask is where the defect covers at
@@ -179,13 +179,22 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 def _prepare_category_folder(folder: Path, overwrite: bool) -> None:
     if folder.exists() and any(folder.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{folder} already exists and is not empty; pass overwrite=True "
-                                  "(--overwrite) to replace it")
+            raise FileExistsError(
+                f"{folder} already exists and is not empty; pass overwrite=True (--overwrite) to replace it"
+            )
         shutil.rmtree(folder)
 
 
-def make_category(out_dir: Path, category: str, n_train: int, n_test_good: int,
-                  n_test_defect_per_type: int, size: int, seed: int, overwrite: bool = False) -> Path:
+def make_category(
+    out_dir: Path,
+    category: str,
+    n_train: int,
+    n_test_good: int,
+    n_test_defect_per_type: int,
+    size: int,
+    seed: int,
+    overwrite: bool = False,
+) -> Path:
     """Write one category; returns its folder."""
     folder = out_dir / category
     _prepare_category_folder(folder, overwrite)
@@ -202,9 +211,16 @@ def make_category(out_dir: Path, category: str, n_train: int, n_test_good: int,
     return folder
 
 
-def make_dataset(out_dir, categories: Sequence[str] = CATEGORIES, n_train: int = 60, n_test_good: int = 10,
-                 n_test_defect_per_type: int = 5, size: int = 256, seed: int = 0,
-                 overwrite: bool = False) -> Path:
+def make_dataset(
+    out_dir,
+    categories: Sequence[str] = CATEGORIES,
+    n_train: int = 60,
+    n_test_good: int = 10,
+    n_test_defect_per_type: int = 5,
+    size: int = 256,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Path:
     """Generate the dataset under out_dir (one folder per category); returns out_dir.
 
     Raises ValueError for an unknown category, a size below 64 or a count below its minimum
@@ -219,8 +235,10 @@ def make_dataset(out_dir, categories: Sequence[str] = CATEGORIES, n_train: int =
     if size < 64:
         raise ValueError(f"size must be >= 64 (defects are drawn at 256-pixel scale), got {size}")
     if n_train < 1 or n_test_good < 0 or n_test_defect_per_type < 0:
-        raise ValueError(f"need n_train >= 1, n_test_good >= 0, n_test_defect_per_type >= 0; got "
-                         f"{n_train}, {n_test_good}, {n_test_defect_per_type}")
+        raise ValueError(
+            f"need n_train >= 1, n_test_good >= 0, n_test_defect_per_type >= 0; got "
+            f"{n_train}, {n_test_good}, {n_test_defect_per_type}"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for category in categories:
@@ -229,21 +247,35 @@ def make_dataset(out_dir, categories: Sequence[str] = CATEGORIES, n_train: int =
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmad.samples.make_dataset",
-                                     description="Generate a small synthetic defect dataset in MVTec AD layout.")
+    parser = argparse.ArgumentParser(
+        prog="python -m mmad.samples.make_dataset",
+        description="Generate a small synthetic defect dataset in MVTec AD layout.",
+    )
     parser.add_argument("--out", required=True, type=Path, help="output folder (one subfolder per category)")
     parser.add_argument("--categories", nargs="+", default=list(CATEGORIES), choices=CATEGORIES)
     parser.add_argument("--n-train", type=int, default=60, help="defect-free training images per category")
     parser.add_argument("--n-test-good", type=int, default=10, help="defect-free test images per category")
-    parser.add_argument("--n-test-defect-per-type", type=int, default=5,
-                        help=f"defective test images per category and type ({', '.join(DEFECT_TYPES)})")
+    parser.add_argument(
+        "--n-test-defect-per-type",
+        type=int,
+        default=5,
+        help=f"defective test images per category and type ({', '.join(DEFECT_TYPES)})",
+    )
     parser.add_argument("--size", type=int, default=256, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace existing category folders")
     args = parser.parse_args(argv)
     try:
-        out = make_dataset(args.out, args.categories, args.n_train, args.n_test_good,
-                           args.n_test_defect_per_type, args.size, args.seed, args.overwrite)
+        out = make_dataset(
+            args.out,
+            args.categories,
+            args.n_train,
+            args.n_test_good,
+            args.n_test_defect_per_type,
+            args.size,
+            args.seed,
+            args.overwrite,
+        )
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

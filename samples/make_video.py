@@ -183,7 +183,9 @@ def make_video(
         defects = _write_opencv(path, frames, fps, size)
     elif suffix in (".mp4", ".mkv"):
         if not _gstreamer_works():
-            raise RuntimeError(f"{path}: H.264 needs GStreamer with x264enc, h264parse and mp4mux; write an .avi (MJPEG) instead")
+            raise RuntimeError(
+                f"{path}: H.264 needs GStreamer with x264enc, h264parse and mp4mux; write an .avi (MJPEG) instead"
+            )
         defects = _write_gstreamer(path, frames, fps, size)
     else:
         raise ValueError(f"{path}: expected .mp4, .mkv or .avi")

@@ -21,6 +21,7 @@ model has only seen this dataset's kind of part, so only its test images make th
 meaningful. Sized for a 2-core CPU in under 20 minutes; --epochs and --train-minutes trade time
 for accuracy (the schedule is cut short at --train-minutes; the threshold is still computed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -107,22 +108,66 @@ def steps(cfg: QuickstartConfig) -> list[Step]:
     return [
         Step("data", data),
         Step("train", mmad_command(*train)),
-        Step("eval", mmad_command("eval", "--checkpoint", str(cfg.checkpoint), "--data", str(cfg.data), "--out", str(out / "eval"))),
-        Step("export", mmad_command("export", "onnx", "--checkpoint", str(cfg.checkpoint), "--out", str(cfg.model), "--portable")),
-        Step("video", ["python", "-m", "mmad.samples.quickstart", "video", str(cfg.data), str(cfg.video), "--hold", str(cfg.hold_frames)]),
+        Step(
+            "eval",
+            mmad_command(
+                "eval", "--checkpoint", str(cfg.checkpoint), "--data", str(cfg.data), "--out", str(out / "eval")
+            ),
+        ),
+        Step(
+            "export",
+            mmad_command("export", "onnx", "--checkpoint", str(cfg.checkpoint), "--out", str(cfg.model), "--portable"),
+        ),
+        Step(
+            "video",
+            [
+                "python",
+                "-m",
+                "mmad.samples.quickstart",
+                "video",
+                str(cfg.data),
+                str(cfg.video),
+                "--hold",
+                str(cfg.hold_frames),
+            ],
+        ),
         Step(
             "stream",
             mmad_command(
-                "stream", "--model", str(cfg.model), "--source", str(cfg.video), "--out", str(out / "annotated.mp4"),
-                "--events", str(out / "events.jsonl"), "--events-mode", "frame", "--stats-json", str(out / "stream_stats.json"),
-                "--stats-interval", "0",
+                "stream",
+                "--model",
+                str(cfg.model),
+                "--source",
+                str(cfg.video),
+                "--out",
+                str(out / "annotated.mp4"),
+                "--events",
+                str(out / "events.jsonl"),
+                "--events-mode",
+                "frame",
+                "--stats-json",
+                str(out / "stream_stats.json"),
+                "--stats-interval",
+                "0",
             ),
         ),
         Step(
             "bench",
             mmad_command(
-                "bench", "--model", str(cfg.checkpoint), str(cfg.model), "--report", str(out / "bench"), "--images", str(cfg.data),
-                "--iters", str(cfg.bench_iters), "--warmup", str(cfg.bench_warmup), "--max-images", str(cfg.bench_images),
+                "bench",
+                "--model",
+                str(cfg.checkpoint),
+                str(cfg.model),
+                "--report",
+                str(out / "bench"),
+                "--images",
+                str(cfg.data),
+                "--iters",
+                str(cfg.bench_iters),
+                "--warmup",
+                str(cfg.bench_warmup),
+                "--max-images",
+                str(cfg.bench_images),
             ),
         ),
     ]
@@ -144,7 +189,9 @@ def inspection_images(category_root: Path) -> list[tuple[Path, bool]]:
     if not test.is_dir():
         raise ValueError(f"{test}: no test folder (expected the MVTec layout of mmad.samples.make_dataset)")
     folders = sorted(test.iterdir(), key=lambda p: (p.name != "good", p.name))
-    return [(img, folder.name != "good") for folder in folders if folder.is_dir() for img in sorted(folder.glob("*.png"))]
+    return [
+        (img, folder.name != "good") for folder in folders if folder.is_dir() for img in sorted(folder.glob("*.png"))
+    ]
 
 
 def write_test_video(category_root: Path, path: Path, hold: int = 1, fps: int = VIDEO_FPS) -> dict:
@@ -223,7 +270,10 @@ def step_result(step: Step, cfg: QuickstartConfig) -> str:
         stats = json.loads((out / "stream_stats.json").read_text())
         truth = json.loads(cfg.video.with_suffix(".json").read_text())
         d = detection_summary(out / "events.jsonl", truth)
-        step.extra = {"stats": {k: stats.get(k) for k in ("fps", "latency_ms_median", "frames_inferred", "anomalies")}, **d}
+        step.extra = {
+            "stats": {k: stats.get(k) for k in ("fps", "latency_ms_median", "frames_inferred", "anomalies")},
+            **d,
+        }
         return (
             f"{d['defect_frames_flagged']}/{d['defect_frames']} defect frames flagged, {d['normal_frames_flagged']}/"
             f"{d['normal_frames']} normal frames flagged, {stats.get('fps', 0):.2f} fps"
@@ -233,7 +283,9 @@ def step_result(step: Step, cfg: QuickstartConfig) -> str:
         parts = []
         for entry in report["backends"]:
             p50 = entry["latency"]["1"]["stages"]["total"]["p50"]
-            parts.append(f"{entry['name']} p50 {p50:.0f} ms ({entry['deviation']['status'] if not entry['is_reference'] else 'reference'})")
+            parts.append(
+                f"{entry['name']} p50 {p50:.0f} ms ({entry['deviation']['status'] if not entry['is_reference'] else 'reference'})"
+            )
         return "; ".join(parts)
     return "done"
 
@@ -254,7 +306,10 @@ def write_summary(cfg: QuickstartConfig, done: list[Step], total_s: float) -> Pa
     path = cfg.out / "quickstart.md"
     path.write_text("\n".join(lines) + "\n")
     (cfg.out / "quickstart.json").write_text(
-        json.dumps([{"step": s.name, "seconds": s.seconds, "result": s.result, "command": s.command, **s.extra} for s in done], indent=2)
+        json.dumps(
+            [{"step": s.name, "seconds": s.seconds, "result": s.result, "command": s.command, **s.extra} for s in done],
+            indent=2,
+        )
     )
     return path
 
@@ -273,7 +328,9 @@ def run_quickstart(cfg: QuickstartConfig, only: Sequence[str] | None = None) -> 
         step.seconds = time.perf_counter() - t
         # mmad bench exits 1 when an FP32 backend deviates: its report is written, and that is a finding.
         if code != 0 and not (step.name == "bench" and code == 1):
-            print(f"quickstart: step '{step.name}' failed (exit code {code}): {shlex.join(step.command)}", file=sys.stderr)
+            print(
+                f"quickstart: step '{step.name}' failed (exit code {code}): {shlex.join(step.command)}", file=sys.stderr
+            )
             return code or EXIT_STEP_FAILED
         step.result = step_result(step, cfg)
         print(f"== quickstart {step.name}: {step.seconds:.0f} s, {step.result}", flush=True)
@@ -287,7 +344,9 @@ def run_quickstart(cfg: QuickstartConfig, only: Sequence[str] | None = None) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["video"]:  # the video step as its own command
-        p = argparse.ArgumentParser(prog="python -m mmad.samples.quickstart video", description=write_test_video.__doc__)
+        p = argparse.ArgumentParser(
+            prog="python -m mmad.samples.quickstart video", description=write_test_video.__doc__
+        )
         p.add_argument("category", type=Path, help="a category folder in MVTec layout (test/good, test/<defect>)")
         p.add_argument("video", type=Path, help="the .avi to write")
         p.add_argument("--hold", type=int, default=1, help="frames per test image")
@@ -296,15 +355,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{a.video}: {truth['n_frames']} frames, defects in {len(truth['defect_frames'])}")
         return 0
     d = QuickstartConfig()
-    p = argparse.ArgumentParser(prog="samples/quickstart.sh", description=__doc__.split("\n\n")[0],
-                                epilog="Steps: data, train, eval, export, video, stream, bench.")
+    p = argparse.ArgumentParser(
+        prog="samples/quickstart.sh",
+        description=__doc__.split("\n\n")[0],
+        epilog="Steps: data, train, eval, export, video, stream, bench.",
+    )
     p.add_argument("--out", type=Path, default=d.out, help=f"output folder (default {d.out})")
-    p.add_argument("--preset", default=d.preset, choices=["fast", "tiny", "paper"], help="training preset (default fast)")
+    p.add_argument(
+        "--preset", default=d.preset, choices=["fast", "tiny", "paper"], help="training preset (default fast)"
+    )
     p.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
-    p.add_argument("--train-minutes", type=float, default=d.train_minutes,
-                   help=f"stop training after this many minutes (default {d.train_minutes:g})")
+    p.add_argument(
+        "--train-minutes",
+        type=float,
+        default=d.train_minutes,
+        help=f"stop training after this many minutes (default {d.train_minutes:g})",
+    )
     p.add_argument("--batch-size", type=int, help="training batch size (default: the preset's)")
-    p.add_argument("--n-train", type=int, default=d.n_train, help=f"generated normal training images (default {d.n_train})")
+    p.add_argument(
+        "--n-train", type=int, default=d.n_train, help=f"generated normal training images (default {d.n_train})"
+    )
     p.add_argument("--n-test-good", type=int, default=d.n_test_good)
     p.add_argument("--n-test-defect-per-type", type=int, default=d.n_test_defect_per_type)
     p.add_argument("--bench-iters", type=int, default=d.bench_iters)

@@ -1,4 +1,5 @@
 """Loads the Python helpers of plugins/selective_scan/ (a folder of scripts, not a package) for tests."""
+
 import importlib.util
 import sys
 from pathlib import Path

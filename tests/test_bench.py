@@ -1,5 +1,6 @@
 """`mmad bench`: per-stage latency statistics, the deviation check against the reference, the report
 files, the environment capture, and PyTorch eager (training.inference) as the checkpoint's reference."""
+
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from mmad.runtime.backends import load_backend
 from mmad.runtime.bench_environment import (
     capture_environment,
@@ -72,13 +74,24 @@ def test_option_parsing_and_backend_selection():
 
 def test_images_from_a_dataset_root_skip_masks_and_spread(tmp_path):
     image = np.full((32, 48, 3), (10, 20, 30), np.uint8)  # RGB
-    for rel in ("cat/train/good/0.png", "cat/test/good/0.png", "cat/test/hole/0.png", "cat/ground_truth/hole/0_mask.png"):
+    for rel in (
+        "cat/train/good/0.png",
+        "cat/test/good/0.png",
+        "cat/test/hole/0.png",
+        "cat/ground_truth/hole/0_mask.png",
+    ):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(tmp_path / rel), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     found = image_files(tmp_path)
-    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["cat/test/good/0.png", "cat/test/hole/0.png", "cat/train/good/0.png"]
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == [
+        "cat/test/good/0.png",
+        "cat/test/hole/0.png",
+        "cat/train/good/0.png",
+    ]
     assert evenly_spread(list("abcde"), 3) == ["a", "c", "e"] and evenly_spread([1, 2], 5) == [1, 2]
-    frames, info = load_frames(BenchConfig(models=["x"], report_dir=tmp_path, images=str(tmp_path), frame_size=(64, 40)))
+    frames, info = load_frames(
+        BenchConfig(models=["x"], report_dir=tmp_path, images=str(tmp_path), frame_size=(64, 40))
+    )
     assert info["count"] == 3 and info["frame_sizes"] == ["64x40"]
     assert frames[0][0, 0].tolist() == [10, 20, 30]  # read as RGB
     with pytest.raises(ConfigError, match="no images"):
@@ -88,7 +101,10 @@ def test_images_from_a_dataset_root_skip_masks_and_spread(tmp_path):
 def test_environment_capture_and_jetson_parsers(tmp_path):
     env = capture_environment()
     assert env["cpu"]["logical_cpus"] >= 1 and "numpy" in env["libraries"] and env["python"]
-    assert parse_nvpmodel("NVPM WARN: fan mode is not set!\nNV Power Mode: MAXN\n0") == {"power_mode": "MAXN", "power_mode_id": "0"}
+    assert parse_nvpmodel("NVPM WARN: fan mode is not set!\nNV Power Mode: MAXN\n0") == {
+        "power_mode": "MAXN",
+        "power_mode_id": "0",
+    }
     assert parse_nvpmodel("NV Power Mode: 15W\n1")["power_mode"] == "15W"
 
     def freq_folder(name: str, low: str, high: str, prefix: str = "scaling_") -> Path:
@@ -109,7 +125,15 @@ def test_environment_capture_and_jetson_parsers(tmp_path):
 # --- The report, on exported files -----------------------------------------------------------------
 def test_report_flags_a_wrong_backend_next_to_its_speed(models, tmp_path):
     report_dir = tmp_path / "report"
-    args = ["bench", "--model", str(models["good"]), str(models["twin"]), str(models["wrong"]), "--report", str(report_dir)]
+    args = [
+        "bench",
+        "--model",
+        str(models["good"]),
+        str(models["twin"]),
+        str(models["wrong"]),
+        "--report",
+        str(report_dir),
+    ]
     rc = mmad([*args, "--batch", "1,3", *FAST])
     assert rc == 1  # a report, and the exit code says an FP32 backend deviates
     report = read_report(report_dir)
@@ -126,7 +150,9 @@ def test_report_flags_a_wrong_backend_next_to_its_speed(models, tmp_path):
                 assert 0 <= s["min"] <= s["p50"] <= s["p90"] <= s["p99"] <= s["max"], (entry["name"], stage)
             samples = lat["samples_ms"]
             # total is the sum of the three stages, iteration by iteration
-            np.testing.assert_allclose(samples["total"], np.add(np.add(samples["pre"], samples["infer"]), samples["post"]), atol=3e-4)
+            np.testing.assert_allclose(
+                samples["total"], np.add(np.add(samples["pre"], samples["infer"]), samples["post"]), atol=3e-4
+            )
             assert lat["throughput_images_per_s"] == pytest.approx(int(batch) * 1000 / lat["stages"]["total"]["mean"])
 
     # The same file twice: no difference at all. The other model: its real difference, recomputed here.
@@ -138,7 +164,9 @@ def test_report_flags_a_wrong_backend_next_to_its_speed(models, tmp_path):
     expected = float(np.abs(map_b.astype(np.float64) - map_a).max())
     assert wrong["deviation"]["map_max_abs"] == pytest.approx(expected, rel=1e-6)
     assert wrong["deviation"]["map_max_rel"] == pytest.approx(expected / np.abs(map_a).max(), rel=1e-6)
-    assert wrong["deviation"]["score_max_abs"] == pytest.approx(float(np.abs(score_b.astype(np.float64) - score_a).max()), rel=1e-6)
+    assert wrong["deviation"]["score_max_abs"] == pytest.approx(
+        float(np.abs(score_b.astype(np.float64) - score_a).max()), rel=1e-6
+    )
     assert wrong["deviation"]["map_max_rel"] > fp32_tolerance() and not wrong["deviation"]["ok"]
     assert wrong["deviation"]["status"].startswith("DEVIATES")
 
@@ -160,7 +188,9 @@ def test_bench_of_onnx_files_never_imports_torch(models, tmp_path):
         "assert 'torch' not in sys.modules, 'mmad bench imported torch for ONNX files'\n"
         "sys.exit(rc)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=ENV, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=ENV, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "r" / "report.md").is_file()
 
@@ -169,10 +199,20 @@ def test_bad_input_is_a_clear_error(models, tmp_path, capsys):
     assert mmad(["bench", "--model", str(tmp_path / "missing.onnx"), "--report", str(tmp_path / "r")]) == 2
     assert "missing.onnx: no such file" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    args = ["bench", "--model", str(models["good"]), "--report", str(tmp_path / "r"), "--images", str(tmp_path / "empty")]
+    args = [
+        "bench",
+        "--model",
+        str(models["good"]),
+        "--report",
+        str(tmp_path / "r"),
+        "--images",
+        str(tmp_path / "empty"),
+    ]
     assert mmad(args) == 2
     assert "no images" in capsys.readouterr().err
-    assert mmad(["bench", "--model", str(models["good"]), "--report", str(tmp_path / "r"), "--backends", "openvino"]) == 2
+    assert (
+        mmad(["bench", "--model", str(models["good"]), "--report", str(tmp_path / "r"), "--backends", "openvino"]) == 2
+    )
     assert "--backends 'openvino'" in capsys.readouterr().err
 
 
@@ -183,7 +223,9 @@ def checkpoint(tmp_path_factory) -> tuple[Path, Path]:
     from mmad.samples.make_dataset import make_dataset
 
     root = tmp_path_factory.mktemp("ckpt")
-    data = make_dataset(root / "data", categories=["texture"], n_train=4, n_test_good=1, n_test_defect_per_type=1, seed=5)
+    data = make_dataset(
+        root / "data", categories=["texture"], n_train=4, n_test_good=1, n_test_defect_per_type=1, seed=5
+    )
     out = root / "tiny"
     args = ["train", "--data", str(data / "texture"), "--out", str(out), "--preset", "tiny", "--random-encoder"]
     assert mmad([*args, "--epochs", "1", "--batch-size", "2"]) == 0
@@ -192,6 +234,7 @@ def checkpoint(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_torch_backend_is_the_training_forward(checkpoint):
     import torch
+
     from mmad.training.checkpoint import load_model
     from mmad.training.data import ImageTransform
     from mmad.training.inference import TorchBackend
@@ -206,7 +249,10 @@ def test_torch_backend_is_the_training_forward(checkpoint):
         out = model(torch.stack([transform.normalize(im) for im in images]))
     np.testing.assert_allclose(maps, out.anomaly_map[:, 0].numpy(), rtol=0, atol=1e-6)
     np.testing.assert_allclose(scores, out.score.numpy(), rtol=0, atol=1e-6)
-    assert maps.shape == (2, backend.image_size, backend.image_size) and backend.threshold == info.thresholds["normal_quantile"]
+    assert (
+        maps.shape == (2, backend.image_size, backend.image_size)
+        and backend.threshold == info.thresholds["normal_quantile"]
+    )
     with pytest.raises(ValueError, match="expected uint8 images"):
         backend.infer(images.astype(np.float32))
 
@@ -255,7 +301,10 @@ def test_a_backend_whose_export_fails_is_listed_and_the_rest_still_runs(checkpoi
     report = read_report(report_dir)
     assert [b["name"] for b in report["backends"]] == ["pytorch"]
     reasons = {s["name"]: s["reason"] for s in report["skipped"]}
-    assert "refused for the test" in reasons["onnxruntime-portable"] and "refused for the test" in reasons["onnxruntime-custom-op"]
+    assert (
+        "refused for the test" in reasons["onnxruntime-portable"]
+        and "refused for the test" in reasons["onnxruntime-custom-op"]
+    )
     assert "refused for the test" in (report_dir / "report.md").read_text()
 
 
@@ -269,7 +318,18 @@ def test_tensorrt_engines_next_to_pytorch(checkpoint, tmp_path):
         pytest.skip("needs TensorRT, an NVIDIA GPU and $MMAD_TRT_PLUGIN (libmmad_trt_plugins.so)")
     folder, data = checkpoint
     report_dir = tmp_path / "report"
-    args = ["bench", "--model", str(folder), "--report", str(report_dir), "--images", str(data), "--batch", "1,2", *FAST]
+    args = [
+        "bench",
+        "--model",
+        str(folder),
+        "--report",
+        str(report_dir),
+        "--images",
+        str(data),
+        "--batch",
+        "1,2",
+        *FAST,
+    ]
     assert mmad([*args, "--backends", "pytorch,tensorrt-fp32,tensorrt-fp16"]) == 0
     report = read_report(report_dir)
     entries = {b["name"]: b for b in report["backends"]}

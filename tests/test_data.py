@@ -1,5 +1,6 @@
 """training/data.py: decoding and its conversions, layout discovery, the transform, the torch
 Datasets and the normal hold-out."""
+
 from __future__ import annotations
 
 import struct
@@ -11,11 +12,21 @@ import pytest
 import torch
 from PIL import Image
 
-from mmad.training.contract import IMAGENET_MEAN, IMAGENET_STD
-from mmad.training.data import (Category, DataError, ImageTransform, TestDataset, TrainDataset,
-                                find_categories, load_image, load_mask, select_categories,
-                                split_categories_holdout, split_normal_holdout)
 from mmad.samples.make_dataset import DEFECT_TYPES, make_dataset
+from mmad.training.contract import IMAGENET_MEAN, IMAGENET_STD
+from mmad.training.data import (
+    Category,
+    DataError,
+    ImageTransform,
+    TestDataset,
+    TrainDataset,
+    find_categories,
+    load_image,
+    load_mask,
+    select_categories,
+    split_categories_holdout,
+    split_normal_holdout,
+)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -26,14 +37,15 @@ def write_png(path: Path, array: np.ndarray, bit_depth: int, colour_type: int) -
     height, width = array.shape[:2]
     raw = array.astype(">u2" if bit_depth == 16 else "u1").reshape(height, -1).tobytes()
     row_bytes = len(raw) // height
-    scanlines = b"".join(b"\x00" + raw[r * row_bytes:(r + 1) * row_bytes] for r in range(height))
+    scanlines = b"".join(b"\x00" + raw[r * row_bytes : (r + 1) * row_bytes] for r in range(height))
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(scanlines))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(scanlines)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -49,8 +61,7 @@ def random_u8(shape, seed=0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> Path:
     """A small generated MVTec-layout dataset (read-only for the tests that share it)."""
-    return make_dataset(tmp_path_factory.mktemp("syn"), n_train=4, n_test_good=2, n_test_defect_per_type=1,
-                        size=96)
+    return make_dataset(tmp_path_factory.mktemp("syn"), n_train=4, n_test_good=2, n_test_defect_per_type=1, size=96)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -163,8 +174,9 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
     return {name: tmp_path / name for name in names}
 
 
-@pytest.mark.parametrize("name", ["empty.png", "garbage.png", "truncated.png", "folder.png", "float.tif",
-                                  "int32.tif", "missing.png"])
+@pytest.mark.parametrize(
+    "name", ["empty.png", "garbage.png", "truncated.png", "folder.png", "float.tif", "int32.tif", "missing.png"]
+)
 def test_bad_image_raises_data_error_naming_the_file(tmp_path, name):
     path = _bad_files(tmp_path)[name]
     with pytest.raises(DataError, match="expected") as info:
@@ -284,8 +296,9 @@ def test_mvtec_single_category(synthetic):
 
 
 def test_two_roots_make_one_dataset(synthetic, tmp_path):
-    other = make_dataset(tmp_path / "other", categories=("texture",), n_train=2, n_test_good=1,
-                         n_test_defect_per_type=0, size=64)
+    other = make_dataset(
+        tmp_path / "other", categories=("texture",), n_train=2, n_test_good=1, n_test_defect_per_type=0, size=64
+    )
     (other / "texture").rename(other / "fabric")
     categories = find_categories([synthetic / "object", other])
     assert [c.name for c in categories] == ["object", "fabric"]
@@ -300,8 +313,7 @@ def test_category_name_used_twice(synthetic):
 
 
 def test_defective_image_without_mask(tmp_path):
-    root = make_dataset(tmp_path, categories=("object",), n_train=1, n_test_good=0,
-                        n_test_defect_per_type=1, size=64)
+    root = make_dataset(tmp_path, categories=("object",), n_train=1, n_test_good=0, n_test_defect_per_type=1, size=64)
     (root / "object" / "ground_truth" / "hole" / "000_mask.png").unlink()
     with pytest.raises(DataError, match="without a mask") as info:
         find_categories(root)
@@ -309,8 +321,7 @@ def test_defective_image_without_mask(tmp_path):
 
 
 def test_mask_named_like_the_image_is_accepted(tmp_path):
-    root = make_dataset(tmp_path, categories=("object",), n_train=1, n_test_good=0,
-                        n_test_defect_per_type=1, size=64)
+    root = make_dataset(tmp_path, categories=("object",), n_train=1, n_test_good=0, n_test_defect_per_type=1, size=64)
     gt = root / "object" / "ground_truth" / "hole"
     (gt / "000_mask.png").rename(gt / "000.png")
     items = [i for i in find_categories(root)[0].test if i.defect == "hole"]
@@ -318,8 +329,7 @@ def test_mask_named_like_the_image_is_accepted(tmp_path):
 
 
 def test_empty_category(tmp_path):
-    root = make_dataset(tmp_path, categories=("object",), n_train=1, n_test_good=1,
-                        n_test_defect_per_type=0, size=64)
+    root = make_dataset(tmp_path, categories=("object",), n_train=1, n_test_good=1, n_test_defect_per_type=0, size=64)
     (root / "object" / "train" / "good" / "000.png").unlink()
     with pytest.raises(DataError, match="no training images") as info:
         find_categories(root)
@@ -358,8 +368,13 @@ def test_plain_folder_is_a_training_only_category(tmp_path):
     root = tmp_path / "my_parts"
     (root / "day" / "cam1").mkdir(parents=True)
     (root / "night").mkdir()
-    files = [root / "a.png", root / "day" / "b.JPG", root / "day" / "cam1" / "c.jpeg", root / "night" / "d.bmp",
-             root / "night" / "e.tif"]
+    files = [
+        root / "a.png",
+        root / "day" / "b.JPG",
+        root / "day" / "cam1" / "c.jpeg",
+        root / "night" / "d.bmp",
+        root / "night" / "e.tif",
+    ]
     for i, f in enumerate(files):
         Image.fromarray(random_u8((8, 8, 3), i)).save(f, format={".JPG": "JPEG", ".jpeg": "JPEG"}.get(f.suffix))
     (root / "readme.txt").write_text("not an image")
@@ -371,9 +386,14 @@ def test_plain_folder_is_a_training_only_category(tmp_path):
 
 
 def _write_visa(root: Path, rows: list[str]) -> Path:
-    for name, size in (("candle/Data/Images/Normal/0000.JPG", 40), ("candle/Data/Images/Normal/0001.JPG", 40),
-                       ("candle/Data/Images/Normal/0002.JPG", 40), ("candle/Data/Images/Anomaly/000.JPG", 40),
-                       ("pcb1/Data/Images/Normal/0000.JPG", 30), ("pcb1/Data/Images/Anomaly/000.JPG", 30)):
+    for name, size in (
+        ("candle/Data/Images/Normal/0000.JPG", 40),
+        ("candle/Data/Images/Normal/0001.JPG", 40),
+        ("candle/Data/Images/Normal/0002.JPG", 40),
+        ("candle/Data/Images/Anomaly/000.JPG", 40),
+        ("pcb1/Data/Images/Normal/0000.JPG", 30),
+        ("pcb1/Data/Images/Anomaly/000.JPG", 30),
+    ):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(random_u8((size, size + 10, 3))).save(root / name, format="JPEG")
     for name, size in (("candle/Data/Masks/Anomaly/000.png", 40), ("pcb1/Data/Masks/Anomaly/000.png", 30)):
@@ -400,7 +420,9 @@ def test_visa_layout(tmp_path):
     root = _write_visa(tmp_path / "visa", VISA_ROWS)
     categories = find_categories(root)
     assert [(c.name, c.layout, len(c.train), len(c.test)) for c in categories] == [
-        ("candle", "visa", 2, 2), ("pcb1", "visa", 1, 1)]
+        ("candle", "visa", 2, 2),
+        ("pcb1", "visa", 1, 1),
+    ]
     candle = categories[0]
     assert candle.train[1] == root / "candle/Data/Images/Normal/0001.JPG"
     normal, anomaly = candle.test
@@ -411,13 +433,16 @@ def test_visa_layout(tmp_path):
     assert item["image"].shape == (3, 256, 256) and item["mask"].sum() > 0 and item["label"] == 1
 
 
-@pytest.mark.parametrize("bad_row, match", [
-    ("candle,test,broken,candle/Data/Images/Normal/0002.JPG,", "label 'broken'"),
-    ("candle,val,normal,candle/Data/Images/Normal/0002.JPG,", "split 'val'"),
-    ("candle,test,normal,candle/Data/Images/Normal/9999.JPG,", "not found"),
-    ("candle,test,anomaly,candle/Data/Images/Anomaly/000.JPG,", "without a mask"),
-    ("candle,train,anomaly,candle/Data/Images/Anomaly/000.JPG,candle/Data/Masks/Anomaly/000.png", "only normal"),
-])
+@pytest.mark.parametrize(
+    "bad_row, match",
+    [
+        ("candle,test,broken,candle/Data/Images/Normal/0002.JPG,", "label 'broken'"),
+        ("candle,val,normal,candle/Data/Images/Normal/0002.JPG,", "split 'val'"),
+        ("candle,test,normal,candle/Data/Images/Normal/9999.JPG,", "not found"),
+        ("candle,test,anomaly,candle/Data/Images/Anomaly/000.JPG,", "without a mask"),
+        ("candle,train,anomaly,candle/Data/Images/Anomaly/000.JPG,candle/Data/Masks/Anomaly/000.png", "only normal"),
+    ],
+)
 def test_visa_bad_rows(tmp_path, bad_row, match):
     root = _write_visa(tmp_path / "visa", [*VISA_ROWS, bad_row])
     with pytest.raises(DataError, match=match) as info:
@@ -432,8 +457,10 @@ def test_visa_missing_column(tmp_path):
         find_categories(root)
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "bottle").is_dir() or not (SHARED_DATA / "magnetic_tile").is_dir(),
-                    reason="shared data not present")
+@pytest.mark.skipif(
+    not (SHARED_DATA / "bottle").is_dir() or not (SHARED_DATA / "magnetic_tile").is_dir(),
+    reason="shared data not present",
+)
 def test_shared_data_layouts():
     """Counts from shared/data/README.md."""
     bottle, tile = find_categories([SHARED_DATA / "bottle", SHARED_DATA / "magnetic_tile"])
@@ -514,8 +541,9 @@ def test_dataloader_batches(synthetic):
 
 
 def test_cache_keeps_decoded_images(tmp_path):
-    root = make_dataset(tmp_path / "d", categories=("object",), n_train=2, n_test_good=1,
-                        n_test_defect_per_type=1, size=64)
+    root = make_dataset(
+        tmp_path / "d", categories=("object",), n_train=2, n_test_good=1, n_test_defect_per_type=1, size=64
+    )
     categories = find_categories(root)
     cached, uncached = TrainDataset(categories, cache=True), TrainDataset(categories)
     test = TestDataset(categories, cache=True)
@@ -534,8 +562,7 @@ def test_cache_keeps_decoded_images(tmp_path):
 
 
 def test_mask_of_a_different_size_is_an_error(tmp_path):
-    root = make_dataset(tmp_path, categories=("object",), n_train=1, n_test_good=0,
-                        n_test_defect_per_type=1, size=64)
+    root = make_dataset(tmp_path, categories=("object",), n_train=1, n_test_good=0, n_test_defect_per_type=1, size=64)
     mask = root / "object" / "ground_truth" / "hole" / "000_mask.png"
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(mask)
     data = TestDataset(find_categories(root))

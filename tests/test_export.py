@@ -2,6 +2,7 @@
 served by the C++ scan through onnxruntime-extensions) and the portable graph against PyTorch on
 real and generated images, the portable scan against the float64 reference, FP16 and INT8 graphs,
 and the errors of the export scripts."""
+
 from __future__ import annotations
 
 import hashlib
@@ -64,16 +65,22 @@ def graphs(checkpoint, tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("onnx")
     model, info = load_model(checkpoint)
     graph, _ = export_graph(model, info)
-    return {"custom": save_onnx(graph, out / "model.onnx"),
-            "portable": save_onnx(make_portable(graph), out / "portable.onnx")}
+    return {
+        "custom": save_onnx(graph, out / "model.onnx"),
+        "portable": save_onnx(make_portable(graph), out / "portable.onnx"),
+    }
 
 
 @pytest.fixture(scope="module")
 def generated_root(tmp_path_factory) -> Path:
     from mmad.samples.make_dataset import make_dataset
 
-    return make_dataset(tmp_path_factory.mktemp("data"), categories=["object"], n_train=4, n_test_good=2,
-                        n_test_defect_per_type=1) / "object"
+    return (
+        make_dataset(
+            tmp_path_factory.mktemp("data"), categories=["object"], n_train=4, n_test_good=2, n_test_defect_per_type=1
+        )
+        / "object"
+    )
 
 
 @pytest.fixture(scope="module", params=["bottle", "generated"])
@@ -115,8 +122,11 @@ def test_scan_nodes_follow_the_contract(graphs, checkpoint):
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     for node, block in zip(nodes, ss2d):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        assert attrs == {contract.SCAN_ATTR_SOFTPLUS: 1, "plugin_namespace": contract.SCAN_PLUGIN_NAMESPACE.encode(),
-                         "plugin_version": contract.SCAN_PLUGIN_VERSION.encode()}
+        assert attrs == {
+            contract.SCAN_ATTR_SOFTPLUS: 1,
+            "plugin_namespace": contract.SCAN_PLUGIN_NAMESPACE.encode(),
+            "plugin_version": contract.SCAN_PLUGIN_VERSION.encode(),
+        }
         assert len(node.input) == len(contract.SCAN_INPUTS) and len(node.output) == 1
         # A is a constant equal to the model's -exp(A_logs), in the traced order of the calls.
         np.testing.assert_array_equal(inits[node.input[2]], -torch.exp(block.A_logs.detach()).numpy())
@@ -150,22 +160,38 @@ def test_metadata_round_trip(graphs, checkpoint):
     weights_hash = hashlib.sha256((checkpoint / "model.safetensors").read_bytes()).hexdigest()
     session = inference_session(graphs["custom"])
     meta = session.get_modelmeta().custom_metadata_map
-    assert {k for k in meta if k.startswith(contract.META_PREFIX)} <= {contract.META_PREFIX + k for k in contract.META_KEYS}
+    assert {k for k in meta if k.startswith(contract.META_PREFIX)} <= {
+        contract.META_PREFIX + k for k in contract.META_KEYS
+    }
     stripped = read_metadata(load_onnx(graphs["custom"]))
-    assert stripped == {k[len(contract.META_PREFIX):]: v for k, v in meta.items() if k.startswith(contract.META_PREFIX)}
+    assert stripped == {
+        k[len(contract.META_PREFIX) :]: v for k, v in meta.items() if k.startswith(contract.META_PREFIX)
+    }
     assert float(stripped["threshold"]) == THRESHOLDS["normal_quantile"]
     assert float(stripped["threshold_f1"]) == THRESHOLDS["f1"]
     assert stripped["weights_sha256"] == weights_hash
     assert stripped["model_version"] == info_json["package_version"]
     assert json.loads(stripped["mean"]) == info_json["mean"] and json.loads(stripped["std"]) == info_json["std"]
     assert (stripped["encoder"], stripped["arch"], int(stripped["image_size"])) == (
-        info_json["encoder"], info_json["arch"], info_json["image_size"])
+        info_json["encoder"],
+        info_json["arch"],
+        info_json["image_size"],
+    )
     assert (stripped["scan"], stripped["precision"]) == ("custom-op", "fp32")
     assert (stripped["input_layout"], stripped["input_dtype"]) == ("NHWC", "uint8")
     # The runtime reads the same file back.
-    info = model_info_from_metadata(meta, source="model.onnx", input_names=[contract.INPUT_NAME],
-                                    output_names=[contract.OUTPUT_MAP, contract.OUTPUT_SCORE])
-    assert (info.height, info.width, info.threshold, info.scan) == (256, 256, THRESHOLDS["normal_quantile"], "custom-op")
+    info = model_info_from_metadata(
+        meta,
+        source="model.onnx",
+        input_names=[contract.INPUT_NAME],
+        output_names=[contract.OUTPUT_MAP, contract.OUTPUT_SCORE],
+    )
+    assert (info.height, info.width, info.threshold, info.scan) == (
+        256,
+        256,
+        THRESHOLDS["normal_quantile"],
+        "custom-op",
+    )
 
 
 # --- numbers: graphs against PyTorch -----------------------------------------------------------------------
@@ -185,13 +211,15 @@ def test_graph_matches_pytorch(kind, graphs, case):
 # --- the scan alone: custom op and portable form against the float64 reference ------------------------------
 def scan_inputs(b, d, n, g, length, dtype=np.float32, seed=0):
     rng = np.random.default_rng(seed)
-    return {"u": rng.standard_normal((b, d, length)).astype(dtype),
-            "delta": (0.5 * rng.standard_normal((b, d, length)) - 1.0).astype(dtype),
-            "A": -np.exp(0.5 * rng.standard_normal((d, n))).astype(np.float32),
-            "B": rng.standard_normal((b, g, n, length)).astype(dtype),
-            "C": rng.standard_normal((b, g, n, length)).astype(dtype),
-            "D": rng.standard_normal(d).astype(np.float32),
-            "delta_bias": (0.5 * rng.standard_normal(d)).astype(np.float32)}
+    return {
+        "u": rng.standard_normal((b, d, length)).astype(dtype),
+        "delta": (0.5 * rng.standard_normal((b, d, length)) - 1.0).astype(dtype),
+        "A": -np.exp(0.5 * rng.standard_normal((d, n))).astype(np.float32),
+        "B": rng.standard_normal((b, g, n, length)).astype(dtype),
+        "C": rng.standard_normal((b, g, n, length)).astype(dtype),
+        "D": rng.standard_normal(d).astype(np.float32),
+        "delta_bias": (0.5 * rng.standard_normal(d)).astype(np.float32),
+    }
 
 
 def reference(x: dict, softplus: bool = True) -> np.ndarray:
@@ -201,8 +229,17 @@ def reference(x: dict, softplus: bool = True) -> np.ndarray:
 
 # (B, D, N, G, L): every (D, L) of the fast preset at 256 x 256 (decoder stages 8..64 and the fuser),
 # the paper's largest D, and odd lengths with B > 1.
-SCAN_SHAPES = [(1, 1024, 16, 8, 64), (1, 512, 16, 8, 256), (1, 256, 16, 8, 1024), (1, 128, 16, 8, 4096),
-               (1, 2048, 16, 8, 256), (1, 4096, 16, 8, 256), (2, 16, 4, 8, 1), (2, 16, 4, 8, 7), (3, 32, 16, 4, 1000)]
+SCAN_SHAPES = [
+    (1, 1024, 16, 8, 64),
+    (1, 512, 16, 8, 256),
+    (1, 256, 16, 8, 1024),
+    (1, 128, 16, 8, 4096),
+    (1, 2048, 16, 8, 256),
+    (1, 4096, 16, 8, 256),
+    (2, 16, 4, 8, 1),
+    (2, 16, 4, 8, 7),
+    (3, 32, 16, 4, 1000),
+]
 
 
 @pytest.mark.parametrize("shape", SCAN_SHAPES, ids=lambda s: "B{}-D{}-N{}-G{}-L{}".format(*s))
@@ -235,8 +272,10 @@ def test_portable_scan_without_softplus_and_fp16_io(tmp_path):
     y = inference_session(tmp_path / "p.onnx", custom_ops=False).run(None, x)[0]
     assert relative_max_diff(y, reference(x, softplus=False)) <= contract.SCAN_TOL_FP32
     half = {k: v.astype(np.float16) if k in ("u", "delta", "B", "C") else v for k, v in x.items()}
-    save_onnx(make_portable(single_scan_model(32, 16, 8, 200, softplus=False, elem_type=TensorProto.FLOAT16)),
-              tmp_path / "p16.onnx")
+    save_onnx(
+        make_portable(single_scan_model(32, 16, 8, 200, softplus=False, elem_type=TensorProto.FLOAT16)),
+        tmp_path / "p16.onnx",
+    )
     y16 = inference_session(tmp_path / "p16.onnx", custom_ops=False).run(None, half)[0]
     assert y16.dtype == np.float16
     assert relative_max_diff(y16, reference(half, softplus=False)) <= contract.SCAN_TOL_FP16
@@ -278,7 +317,9 @@ def test_int8_graph_quantises_conv_and_matmul_only(graphs, tmp_path, generated_r
     for node in int8.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node.op_type)
-    quantised = {op for n in int8.graph.node if n.op_type == "DequantizeLinear" for op in consumers.get(n.output[0], [])}
+    quantised = {
+        op for n in int8.graph.node if n.op_type == "DequantizeLinear" for op in consumers.get(n.output[0], [])
+    }
     assert quantised <= {"Conv", "MatMul", "Gemm"} and "Conv" in quantised
     assert len(scan_nodes(int8)) == len(scan_nodes(load_onnx(graphs["custom"])))
     blur = [n for n in int8.graph.node if n.name.startswith("/model/blur/") and n.op_type == "Conv"]
@@ -317,8 +358,7 @@ def test_build_onnx_errors(checkpoint, tmp_path):
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=REPO,
-                          check=False)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
 
 
 def test_to_onnx_script_bad_checkpoint(tmp_path):
@@ -328,8 +368,19 @@ def test_to_onnx_script_bad_checkpoint(tmp_path):
 
 
 def test_verify_script(graphs, checkpoint, generated_root, tmp_path):
-    done = run_script("export/verify.py", "--checkpoint", str(checkpoint), "--onnx", str(graphs["custom"]),
-                      "--data", str(generated_root), "--max-images", "3", "--json", str(tmp_path / "v.json"))
+    done = run_script(
+        "export/verify.py",
+        "--checkpoint",
+        str(checkpoint),
+        "--onnx",
+        str(graphs["custom"]),
+        "--data",
+        str(generated_root),
+        "--max-images",
+        "3",
+        "--json",
+        str(tmp_path / "v.json"),
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "v.json").read_text())
     names = [r["name"] for r in report["results"]]
@@ -340,7 +391,9 @@ def test_verify_script(graphs, checkpoint, generated_root, tmp_path):
 
 def test_runtime_side_modules_import_without_torch():
     """What a Jetson (no PyTorch) uses: the custom op for onnxruntime, `mmad export trt`, the CLI."""
-    code = ("import sys; import mmad.export, mmad.export.ort_ops, mmad.export.cli, mmad.export.trt_engine, "
-            "mmad.export.portable; assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
+    code = (
+        "import sys; import mmad.export, mmad.export.ort_ops, mmad.export.cli, mmad.export.trt_engine, "
+        "mmad.export.portable; assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr

@@ -2,6 +2,7 @@
 message naming the file or option), the "TensorRT not available" exit on machines without it, the
 plugin-version and GPU checks, and the sidecar the runtime reads. Building an engine needs TensorRT,
 a GPU and the plugin library ($MMAD_TRT_PLUGIN): that test is marked gpu and skips elsewhere."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -34,9 +35,20 @@ from mmad.training import contract
 
 REPO = Path(__file__).resolve().parents[1]
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
-META = {"image_size": "256", "input_layout": "NHWC", "input_dtype": "uint8", "mean": "[0.485, 0.456, 0.406]",
-        "std": "[0.229, 0.224, 0.225]", "scan": "custom-op", "precision": "fp32", "threshold": "0.5",
-        "encoder": "efficientnet_lite0", "arch": "mmad", "model_version": "0.1.0", "weights_sha256": "ab" * 32}
+META = {
+    "image_size": "256",
+    "input_layout": "NHWC",
+    "input_dtype": "uint8",
+    "mean": "[0.485, 0.456, 0.406]",
+    "std": "[0.229, 0.224, 0.225]",
+    "scan": "custom-op",
+    "precision": "fp32",
+    "threshold": "0.5",
+    "encoder": "efficientnet_lite0",
+    "arch": "mmad",
+    "model_version": "0.1.0",
+    "weights_sha256": "ab" * 32,
+}
 
 
 @pytest.fixture
@@ -58,8 +70,15 @@ def plugin_file(tmp_path) -> Path:
 def to_trt(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k != "MMAD_TRT_PLUGIN"}
     environ.update(env or {})
-    return subprocess.run([sys.executable, "export/to_trt.py", *args], capture_output=True, text=True, timeout=300,
-                          cwd=REPO, env=environ, check=False)
+    return subprocess.run(
+        [sys.executable, "export/to_trt.py", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=environ,
+        check=False,
+    )
 
 
 def assert_clear_error(done: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -77,7 +96,9 @@ def test_without_tensorrt_exits_2(scan_onnx, plugin_file, tmp_path):
 
 
 def test_missing_onnx(tmp_path, plugin_file):
-    done = to_trt("--onnx", str(tmp_path / "nope.onnx"), "--out", str(tmp_path / "m.engine"), "--plugins", str(plugin_file))
+    done = to_trt(
+        "--onnx", str(tmp_path / "nope.onnx"), "--out", str(tmp_path / "m.engine"), "--plugins", str(plugin_file)
+    )
     assert_clear_error(done, "nope.onnx: no such file")
 
 
@@ -95,22 +116,41 @@ def test_onnx_without_metadata(tmp_path, plugin_file):
 
 
 def test_int8_without_calibration_or_qdq(scan_onnx, plugin_file, tmp_path):
-    done = to_trt("--onnx", str(scan_onnx), "--out", str(tmp_path / "m.engine"), "--plugins", str(plugin_file),
-                  "--precision", "int8")
+    done = to_trt(
+        "--onnx",
+        str(scan_onnx),
+        "--out",
+        str(tmp_path / "m.engine"),
+        "--plugins",
+        str(plugin_file),
+        "--precision",
+        "int8",
+    )
     assert_clear_error(done, "--precision int8", "no Q/DQ nodes", "--calib-dir")
 
 
 def test_calibration_folder_missing(scan_onnx, plugin_file, tmp_path):
-    done = to_trt("--onnx", str(scan_onnx), "--out", str(tmp_path / "m.engine"), "--plugins", str(plugin_file),
-                  "--precision", "int8", "--calib-dir", str(tmp_path / "no-images"))
+    done = to_trt(
+        "--onnx",
+        str(scan_onnx),
+        "--out",
+        str(tmp_path / "m.engine"),
+        "--plugins",
+        str(plugin_file),
+        "--precision",
+        "int8",
+        "--calib-dir",
+        str(tmp_path / "no-images"),
+    )
     assert_clear_error(done, "--calib-dir", "no such folder")
 
 
 def test_plugin_file_missing(scan_onnx, tmp_path):
     done = to_trt("--onnx", str(scan_onnx), "--out", str(tmp_path / "m.engine"), "--plugins", str(tmp_path / "lib.so"))
     assert_clear_error(done, "--plugins", "lib.so: no such file")
-    done = to_trt("--onnx", str(scan_onnx), "--out", str(tmp_path / "m.engine"),
-                  env={"MMAD_TRT_PLUGIN": str(tmp_path / "env.so")})
+    done = to_trt(
+        "--onnx", str(scan_onnx), "--out", str(tmp_path / "m.engine"), env={"MMAD_TRT_PLUGIN": str(tmp_path / "env.so")}
+    )
     assert_clear_error(done, "$MMAD_TRT_PLUGIN", "env.so: no such file")
 
 
@@ -140,15 +180,25 @@ def test_qdq_graph_is_int8_without_calibration(tmp_path, plugin_file):
     w = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
     scale = numpy_helper.from_array(np.array(0.1, np.float32), "s")
     zero = numpy_helper.from_array(np.array(0, np.int8), "z")
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
-             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]),
-             helper.make_node("MatMul", ["dq", "w"], ["y"])]
-    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [w, scale, zero])
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]),
+        helper.make_node("MatMul", ["dq", "w"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        [w, scale, zero],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     write_metadata(model, {**META, "scan": "portable"})
-    checked = check_request(EngineRequest(onnx=save_onnx(model, tmp_path / "q.onnx"), out=tmp_path / "m.engine",
-                                          precision="int8", plugins=plugin_file))
+    checked = check_request(
+        EngineRequest(
+            onnx=save_onnx(model, tmp_path / "q.onnx"), out=tmp_path / "m.engine", precision="int8", plugins=plugin_file
+        )
+    )
     assert checked.onnx_precision == checked.precision == "int8"
 
 
@@ -156,8 +206,9 @@ def test_qdq_graph_is_int8_without_calibration(tmp_path, plugin_file):
 def test_bad_batch_range(text, scan_onnx, plugin_file, tmp_path):
     with pytest.raises(ExportError, match="--batch"):
         parse_batch(text)
-    done = to_trt("--onnx", str(scan_onnx), "--out", str(tmp_path / "m.engine"), "--plugins", str(plugin_file),
-                  "--batch", text)
+    done = to_trt(
+        "--onnx", str(scan_onnx), "--out", str(tmp_path / "m.engine"), "--plugins", str(plugin_file), "--batch", text
+    )
     assert_clear_error(done, "--batch")
 
 
@@ -181,8 +232,9 @@ def test_sidecar_is_what_the_runtime_reads(scan_onnx, plugin_file, tmp_path):
     from mmad.runtime.backend_tensorrt import read_sidecar
 
     engine = tmp_path / "m.engine"
-    checked = check_request(EngineRequest(onnx=scan_onnx, out=engine, plugins=plugin_file, precision="fp16",
-                                          batch=(1, 2, 4)))
+    checked = check_request(
+        EngineRequest(onnx=scan_onnx, out=engine, plugins=plugin_file, precision="fp16", batch=(1, 2, 4))
+    )
     sidecar = sidecar_for(checked, "10.3.0.26", "Orin", "8.7", strongly_typed=False, source=scan_onnx)
     sidecar_path(engine).write_text(json.dumps(sidecar))
     read = read_sidecar(engine)
@@ -219,7 +271,9 @@ def test_build_engine_on_a_gpu(tmp_path):
     model = AnomalyModel(cfg.model, build_encoder(cfg.model.encoder, weights=None, random_init=True).freeze())
     save_checkpoint(tmp_path / "ckpt", model, CheckpointInfo(config=cfg, thresholds={"normal_quantile": 0.5}))
     onnx_path = build_onnx(tmp_path / "ckpt", tmp_path / "m.onnx").path
-    done = to_trt("--onnx", str(onnx_path), "--out", str(tmp_path / "m.engine"), "--plugins", plugin, "--batch", "1,2,4")
+    done = to_trt(
+        "--onnx", str(onnx_path), "--out", str(tmp_path / "m.engine"), "--plugins", plugin, "--batch", "1,2,4"
+    )
     assert done.returncode == 0, done.stderr
     sidecar = json.loads(sidecar_path(tmp_path / "m.engine").read_text())
     assert sidecar["precision"] == "fp32" and sidecar["gpu"]

@@ -1,4 +1,5 @@
 """The synthetic MVTec-layout generator: layout, masks, visibility of defects, determinism, CLI."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,15 +11,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmad.samples.make_dataset import (CATEGORIES, DEFECT_TYPES, add_defect, main, make_dataset,
-                                       normal_image)
+from mmad.samples.make_dataset import CATEGORIES, DEFECT_TYPES, add_defect, main, make_dataset, normal_image
 
 SMALL = dict(n_train=3, n_test_good=2, n_test_defect_per_type=2, size=96)
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_layout_and_masks(tmp_path):
@@ -95,17 +98,34 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
     assert len(list((tmp_path / "object" / "train" / "good").iterdir())) == 1
 
 
-@pytest.mark.parametrize("bad, match", [(dict(categories=("carpet",)), "carpet"),
-                                        (dict(size=32), "size"),
-                                        (dict(n_train=0), "n_train")])
+@pytest.mark.parametrize(
+    "bad, match", [(dict(categories=("carpet",)), "carpet"), (dict(size=32), "size"), (dict(n_train=0), "n_train")]
+)
 def test_bad_arguments(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
         make_dataset(tmp_path, **{**SMALL, **bad})
 
 
 def test_cli(tmp_path, capsys):
-    assert main(["--out", str(tmp_path), "--categories", "texture", "--n-train", "2", "--n-test-good", "1",
-                 "--n-test-defect-per-type", "1", "--size", "64"]) == 0
+    assert (
+        main(
+            [
+                "--out",
+                str(tmp_path),
+                "--categories",
+                "texture",
+                "--n-train",
+                "2",
+                "--n-test-good",
+                "1",
+                "--n-test-defect-per-type",
+                "1",
+                "--size",
+                "64",
+            ]
+        )
+        == 0
+    )
     assert "wrote 1 categories" in capsys.readouterr().out
     assert len(list((tmp_path / "texture").rglob("*.png"))) == 2 + 1 + 3 + 3
     assert main(["--out", str(tmp_path), "--categories", "texture"]) == 2  # exists, no --overwrite
@@ -113,9 +133,27 @@ def test_cli(tmp_path, capsys):
 
 
 def test_cli_as_module(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "mmad.samples.make_dataset", "--out", str(tmp_path),
-                             "--categories", "object", "--n-train", "1", "--n-test-good", "0",
-                             "--n-test-defect-per-type", "0", "--size", "64"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mmad.samples.make_dataset",
+            "--out",
+            str(tmp_path),
+            "--categories",
+            "object",
+            "--n-train",
+            "1",
+            "--n-test-good",
+            "0",
+            "--n-test-defect-per-type",
+            "0",
+            "--size",
+            "64",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "object" / "train" / "good" / "000.png").is_file()

@@ -1,4 +1,5 @@
 """Metrics against independent computations: brute force, hand-worked curves, ADer's loop, sklearn."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,7 +27,7 @@ def blob_masks(rng, n_images, size, n_defective):
         for _ in range(rng.integers(1, 4)):
             y, x = rng.integers(0, size - 8, 2)
             h, w = rng.integers(1, 9, 2)
-            masks[index, y:y + h, x:x + w] = True
+            masks[index, y : y + h, x : x + w] = True
     return masks
 
 
@@ -56,7 +57,7 @@ def mann_whitney_auroc(positive, negative, chunk=512):
     """P(pos > neg) + P(pos == neg) / 2 by counting every pair."""
     wins = 0.0
     for start in range(0, positive.size, chunk):
-        block = positive[start:start + chunk, None]
+        block = positive[start : start + chunk, None]
         wins += np.count_nonzero(block > negative[None, :]) + 0.5 * np.count_nonzero(block == negative[None, :])
     return wins / (positive.size * negative.size)
 
@@ -103,8 +104,11 @@ def ader_aupro(masks, maps, steps=100, limit=0.3):
     pros, fprs = [], []
     for threshold in np.arange(low, high, (high - low) / steps):
         binary = maps > threshold
-        overlaps = [binary[i][tuple(region.coords.T)].sum() / region.area
-                    for i in range(len(masks)) for region in measure.regionprops(measure.label(masks[i]))]
+        overlaps = [
+            binary[i][tuple(region.coords.T)].sum() / region.area
+            for i in range(len(masks))
+            for region in measure.regionprops(measure.label(masks[i]))
+        ]
         pros.append(np.mean(overlaps))
         fprs.append(np.logical_and(~masks, binary).sum() / (~masks).sum())
     pros, fprs = np.array(pros), np.array(fprs)
@@ -139,7 +143,7 @@ def adeval_style_curves(maps, masks, nstrips, limit=0.3):
     x, y = fpr[::-1], pro[::-1]
     below = x <= limit
     last = np.flatnonzero(below)[-1]
-    y_at_limit = np.interp(limit, x[last:last + 2], y[last:last + 2])
+    y_at_limit = np.interp(limit, x[last : last + 2], y[last : last + 2])
     aupro = np.trapezoid(np.append(y[below], y_at_limit), np.append(x[below], limit)) / limit
     return auroc, aupr, aupro
 
@@ -209,7 +213,8 @@ def test_exact_curve_handles_negative_values_signed_zero_and_ties():
     assert curve.values.tolist() == [7.25, 2.0, np.float32(1e-30), 0.0, -1.0, -3.5]  # -0.0 merged with 0.0
     assert M.exact_auroc(curve) == pytest.approx(roc_auc_score(masks.ravel(), values.ravel()), abs=1e-12)
     assert M.exact_average_precision(curve) == pytest.approx(
-        average_precision_score(masks.ravel(), values.ravel()), abs=1e-12)
+        average_precision_score(masks.ravel(), values.ravel()), abs=1e-12
+    )
 
 
 @pytest.mark.parametrize("inclusive", [False, True])
@@ -312,8 +317,7 @@ def test_aupro_hand_worked_curves(two_regions):
     args = hand_aupro_case(two_regions)
     assert M.compute_metrics(*args, aupro="sklearn")["AUPRO"] == pytest.approx(50.0, abs=TIGHT)
     assert M.compute_metrics(*args, aupro="adeval")["AUPRO"] == pytest.approx(200 / 3, abs=TIGHT)
-    assert M.compute_metrics(*args, aupro="adeval", nstrips=200)["AUPRO"] == pytest.approx(
-        200 / 3, abs=TIGHT)
+    assert M.compute_metrics(*args, aupro="adeval", nstrips=200)["AUPRO"] == pytest.approx(200 / 3, abs=TIGHT)
 
 
 def test_aupro_averages_regions_not_pixels():
@@ -342,8 +346,7 @@ def test_adeval_variants_match_histogram_reference(nstrips):
     masks = blob_masks(rng, 14, 40, 7)
     maps = smooth_maps(rng, masks, lift=0.3)
     scores, labels = scores_and_labels(maps, masks)
-    result = M.compute_metrics(scores, labels, maps, masks, aupro="adeval", pixel_curves="adeval",
-                               nstrips=nstrips)
+    result = M.compute_metrics(scores, labels, maps, masks, aupro="adeval", pixel_curves="adeval", nstrips=nstrips)
     auroc, aupr, aupro = adeval_style_curves(maps, masks, nstrips)
     assert result["P-AUROC"] == pytest.approx(100 * auroc, abs=TIGHT)
     assert result["P-AP"] == pytest.approx(100 * aupr, abs=TIGHT)
@@ -461,8 +464,7 @@ def test_bottle_masks_smoke():
     maps = np.stack([ndimage.gaussian_filter(rng.normal(size=m.shape) * 0.3 + m, 4) for m in masks])
     maps = maps.astype(np.float32)
     scores = maps.max(axis=(1, 2))
-    results = {variant: M.compute_metrics(scores, labels, maps, masks, aupro=variant)
-               for variant in M.AUPRO_VARIANTS}
+    results = {variant: M.compute_metrics(scores, labels, maps, masks, aupro=variant) for variant in M.AUPRO_VARIANTS}
     for result in results.values():
         assert all(0.0 <= value <= 100.0 for value in result.values())
         assert result["P-AUROC"] > 90.0

@@ -1,4 +1,5 @@
 """Scan orders, the direction round trip, the blur, the model's shapes, determinism and sizes."""
+
 import dataclasses
 
 import numpy as np
@@ -8,8 +9,14 @@ from scipy.ndimage import gaussian_filter
 
 from mmad.training import config
 from mmad.training.encoders import build_encoder
-from mmad.training.model import (AnomalyModel, DirectionalScan, GaussianBlur, Mixer, count_parameters,
-                                 dead_router_weights)
+from mmad.training.model import (
+    AnomalyModel,
+    DirectionalScan,
+    GaussianBlur,
+    Mixer,
+    count_parameters,
+    dead_router_weights,
+)
 from mmad.training.scan_orders import CURVES, curve_order, direction_indices, inverse_indices
 
 # MODEL_SPEC §2.5: the published 4×4 vectors and the start of the 8×8 Hilbert curve.

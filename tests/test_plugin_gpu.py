@@ -4,20 +4,16 @@ skipped without one), and, everywhere, the library's C ABI and its refusal of ba
 
 MMAD_SCAN_LIB=/path/to/libmmad_selective_scan.so uses a library built already instead of building one.
 """
+
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
-from plugin_modules import load as load_plugin_module
 import torch
+from plugin_modules import load as load_plugin_module
+
 from mmad.training import contract
-
-
-
-
 
 scan_build = load_plugin_module("selective_scan_build")
 problems = load_plugin_module("selective_scan_problems")
@@ -44,14 +40,16 @@ def lib(tmp_path_factory):
     missing = scan_build.tools_available()
     if missing:
         pytest.skip(f"cannot build the kernel library: {missing}")
-    cfg = scan_build.BuildConfig(tmp_path_factory.mktemp("scan-lib"), cuda_archs=_arch(), trt_plugin="OFF",
-                                 targets=(scan_build.CUDA_LIBRARY,))
+    cfg = scan_build.BuildConfig(
+        tmp_path_factory.mktemp("scan-lib"), cuda_archs=_arch(), trt_plugin="OFF", targets=(scan_build.CUDA_LIBRARY,)
+    )
     out, seconds = scan_build.build(cfg)
     print(f"libmmad_selective_scan built for sm_{_arch()} in {seconds:.1f} s")
     return scan_cuda.ScanLibrary(out / f"lib{scan_build.CUDA_LIBRARY}.so")
 
 
 # ---- everywhere: the C ABI -------------------------------------------------------------------------------------
+
 
 def test_params_layout_matches_ctypes_mirror(lib):
     # ScanLibrary checks size and every offset on load; a mismatch would have raised in the fixture.
@@ -72,9 +70,20 @@ def test_check_explains_bad_problems(lib):
 @pytest.mark.skipif(HAS_GPU, reason="checks the behaviour without a GPU")
 def test_launch_without_gpu_reports_an_error(lib):
     u = torch.zeros(1, 8, 4)
-    p = scan_cuda.ScanParams(batch=1, dim=8, seqlen=4, dstate=4, ngroups=1, delta_softplus=1,
-                             u=u.data_ptr(), delta=u.data_ptr(), A=u.data_ptr(), Bmat=u.data_ptr(),
-                             Cmat=u.data_ptr(), y=u.data_ptr())
+    p = scan_cuda.ScanParams(
+        batch=1,
+        dim=8,
+        seqlen=4,
+        dstate=4,
+        ngroups=1,
+        delta_softplus=1,
+        u=u.data_ptr(),
+        delta=u.data_ptr(),
+        A=u.data_ptr(),
+        Bmat=u.data_ptr(),
+        Cmat=u.data_ptr(),
+        y=u.data_ptr(),
+    )
     assert lib.check(p) is None
     code = lib.launch(p, 0)
     assert code != 0 and lib.error_string(code)
@@ -82,11 +91,14 @@ def test_launch_without_gpu_reports_an_error(lib):
 
 # ---- on a GPU: the kernel against the reference --------------------------------------------------------------
 
+
 def _check(lib, problem, dtype, *, slow_decay=False, softplus=True, chunk_len=0, seed=0):
-    inputs = problems.make_inputs(problem, dtype, seed=seed, slow_decay=slow_decay, positive_delta=not softplus,
-                                  device="cuda")
-    y = scan_cuda.selective_scan_cuda(lib, *(inputs[k] for k in problems.INPUT_NAMES),
-                                      delta_softplus=softplus, chunk_len=chunk_len)
+    inputs = problems.make_inputs(
+        problem, dtype, seed=seed, slow_decay=slow_decay, positive_delta=not softplus, device="cuda"
+    )
+    y = scan_cuda.selective_scan_cuda(
+        lib, *(inputs[k] for k in problems.INPUT_NAMES), delta_softplus=softplus, chunk_len=chunk_len
+    )
     torch.cuda.synchronize()
     assert y.dtype == dtype and y.shape == inputs["u"].shape and y.is_cuda
     err = problems.relative_error(y, problems.reference_float64(inputs, delta_softplus=softplus))
@@ -104,8 +116,7 @@ def test_gpu_mmad_stage_shapes(lib, dim, seqlen, dtype):
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU")
 @DTYPES
-@pytest.mark.parametrize("batch,dim,seqlen", [(1, 256, 1), (1, 256, 7), (1, 256, 1000), (4, 512, 300),
-                                              (16, 1024, 256)])
+@pytest.mark.parametrize("batch,dim,seqlen", [(1, 256, 1), (1, 256, 7), (1, 256, 1000), (4, 512, 300), (16, 1024, 256)])
 def test_gpu_odd_lengths_and_batches(lib, batch, dim, seqlen, dtype):
     _check(lib, Problem(batch, dim, seqlen), dtype)
 
@@ -130,8 +141,10 @@ def test_gpu_without_softplus_and_small_groups(lib):
 def test_gpu_bad_input_is_refused(lib):
     inputs = problems.make_inputs(Problem(1, 64, 32), torch.float32, device="cuda")
     with pytest.raises(ValueError, match="delta must have shape"):
-        scan_cuda.selective_scan_cuda(lib, inputs["u"], inputs["delta"][..., :16].contiguous(),
-                                      *(inputs[k] for k in problems.INPUT_NAMES[2:]))
+        scan_cuda.selective_scan_cuda(
+            lib, inputs["u"], inputs["delta"][..., :16].contiguous(), *(inputs[k] for k in problems.INPUT_NAMES[2:])
+        )
     with pytest.raises(ValueError, match="A must be torch.float32"):
-        scan_cuda.selective_scan_cuda(lib, inputs["u"], inputs["delta"], inputs["A"].half(),
-                                      *(inputs[k] for k in problems.INPUT_NAMES[3:]))
+        scan_cuda.selective_scan_cuda(
+            lib, inputs["u"], inputs["delta"], inputs["A"].half(), *(inputs[k] for k in problems.INPUT_NAMES[3:])
+        )

@@ -2,20 +2,19 @@
 kernel's own block and thread functions over every index and is compared with the float64 reference at the
 contract's tolerances, on every MMAD stage shape, odd lengths and B > 1, FP32 and FP16, one chunk and many.
 """
+
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
-from plugin_modules import load as load_plugin_module
 import torch
+from plugin_modules import load as load_plugin_module
+
 from mmad.training import contract
 
 SCAN_DIR = Path(__file__).resolve().parents[1] / "plugins" / "selective_scan"
-
-
 
 
 scan_build = load_plugin_module("selective_scan_build")
@@ -31,18 +30,19 @@ def harness(tmp_path_factory) -> Path:
     missing = scan_build.tools_available()
     if missing:
         pytest.skip(f"cannot build the host harness: {missing}")
-    cfg = scan_build.BuildConfig(tmp_path_factory.mktemp("scan-build"), cuda_archs="87", trt_plugin="OFF",
-                                 targets=(scan_build.HARNESS,), jobs=2)
+    cfg = scan_build.BuildConfig(
+        tmp_path_factory.mktemp("scan-build"), cuda_archs="87", trt_plugin="OFF", targets=(scan_build.HARNESS,), jobs=2
+    )
     out, seconds = scan_build.build(cfg)
     print(f"host harness built in {seconds:.1f} s")
     return out / scan_build.HARNESS
 
 
-def _check(harness, tmp_path, problem, dtype, *, seed=0, slow_decay=False, softplus=True, chunk_len=0,
-           num_sms=16):
+def _check(harness, tmp_path, problem, dtype, *, seed=0, slow_decay=False, softplus=True, chunk_len=0, num_sms=16):
     inputs = problems.make_inputs(problem, dtype, seed=seed, slow_decay=slow_decay, positive_delta=not softplus)
-    y, layout = problems.run_host_harness(harness, tmp_path, inputs, delta_softplus=softplus,
-                                          chunk_len=chunk_len, num_sms=num_sms)
+    y, layout = problems.run_host_harness(
+        harness, tmp_path, inputs, delta_softplus=softplus, chunk_len=chunk_len, num_sms=num_sms
+    )
     assert y.dtype == dtype and y.shape == inputs["u"].shape
     err = problems.relative_error(y, problems.reference_float64(inputs, delta_softplus=softplus))
     assert err <= TOL[dtype], f"{problem.label} {dtype}: relative error {err:.3g} > {TOL[dtype]}"
@@ -50,6 +50,7 @@ def _check(harness, tmp_path, problem, dtype, *, seed=0, slow_decay=False, softp
 
 
 # ---- MMAD's stage shapes, planned as on an Orin (16 SMs) and an H200 (132 SMs) -------------------------------
+
 
 @DTYPES
 @pytest.mark.parametrize("dim,seqlen", problems.MMAD_STAGE_SHAPES, ids=lambda v: str(v))
@@ -64,6 +65,7 @@ def test_h200_planning_matches_reference(harness, tmp_path, dim, seqlen):
 
 
 # ---- odd lengths, B > 1, no softplus --------------------------------------------------------------------------
+
 
 @DTYPES
 @pytest.mark.parametrize("seqlen", [1, 7, 1000])
@@ -89,11 +91,13 @@ def test_small_state_and_group_sizes(harness, tmp_path):
 
 # ---- the carry across chunks: states that remember thousands of steps ---------------------------------------
 
+
 @DTYPES
 @pytest.mark.parametrize("chunk_len", [0, 32, 256, 4096], ids=lambda c: f"chunk{c}")
 def test_slow_decay_carries_state_across_chunks(harness, tmp_path, chunk_len, dtype):
-    layout, _ = _check(harness, tmp_path, Problem(1, 256, 4096), dtype, slow_decay=True,
-                       chunk_len=chunk_len, num_sms=132)
+    layout, _ = _check(
+        harness, tmp_path, Problem(1, 256, 4096), dtype, slow_decay=True, chunk_len=chunk_len, num_sms=132
+    )
     assert layout["nchunks"] == (4096 // chunk_len if chunk_len else 64)  # planned: the most chunks allowed
 
 
@@ -107,6 +111,7 @@ def test_chunking_changes_nothing_beyond_rounding(harness, tmp_path):
 
 
 # ---- bad input is refused with a message ------------------------------------------------------------------------
+
 
 def test_harness_rejects_wrong_file_size(harness, tmp_path):
     inputs = problems.make_inputs(Problem(1, 16, 10, ngroups=2), torch.float32)
@@ -122,6 +127,7 @@ def test_harness_rejects_groups_not_dividing_channels(harness, tmp_path):
 
 
 # ---- the C++ names equal the contract's ---------------------------------------------------------------------------
+
 
 def test_plugin_identity_matches_contract():
     text = (SCAN_DIR / "plugin_info.h").read_text()

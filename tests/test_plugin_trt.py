@@ -6,6 +6,7 @@ Header sets: MMAD_TENSORRT_ROOTS (folders with include/NvInferRuntime.h, separat
 TensorRT_ROOT, else a system TensorRT. Without any, those tests skip; the CMake build then says the plugin was
 skipped, which is tested everywhere.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -13,16 +14,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from plugin_modules import load as load_plugin_module
+
 from mmad.training import contract
 
 SYSTEM_HEADERS = (Path("/usr/include/x86_64-linux-gnu"), Path("/usr/include/aarch64-linux-gnu"), Path("/usr/include"))
-
-
 
 
 scan_build = load_plugin_module("selective_scan_build")
@@ -47,23 +46,35 @@ def _trt_version(root: Path | None) -> str:
         header = folder / "NvInferVersion.h"
         if header.is_file():
             text = header.read_text()
-            parts = [re.search(rf"#define (?:NV_TENSORRT|TRT)_{p}(?:_ENTERPRISE)? +(\d+)", text) for p in
-                     ("MAJOR", "MINOR")]
+            parts = [
+                re.search(rf"#define (?:NV_TENSORRT|TRT)_{p}(?:_ENTERPRISE)? +(\d+)", text) for p in ("MAJOR", "MINOR")
+            ]
             return ".".join(m.group(1) for m in parts if m)
     return "?"
 
 
-@pytest.fixture(scope="module", params=ROOTS or [pytest.param(None, marks=pytest.mark.skip(
-    reason="no TensorRT headers: set MMAD_TENSORRT_ROOTS or TensorRT_ROOT"))],
-    ids=lambda r: f"trt{_trt_version(r)}")
+@pytest.fixture(
+    scope="module",
+    params=ROOTS
+    or [
+        pytest.param(
+            None, marks=pytest.mark.skip(reason="no TensorRT headers: set MMAD_TENSORRT_ROOTS or TensorRT_ROOT")
+        )
+    ],
+    ids=lambda r: f"trt{_trt_version(r)}",
+)
 def plugin_build(request, tmp_path_factory) -> Path:
     missing = scan_build.tools_available()
     if missing:
         pytest.skip(f"cannot build the plugin: {missing}")
-    cfg = scan_build.BuildConfig(tmp_path_factory.mktemp("trt-plugin"), cuda_archs="87", trt_plugin="ON",
-                                 tensorrt_root=request.param,
-                                 targets=(scan_build.TRT_LIBRARY, scan_build.PROBE, scan_build.FAKE_NVINFER),
-                                 jobs=2)
+    cfg = scan_build.BuildConfig(
+        tmp_path_factory.mktemp("trt-plugin"),
+        cuda_archs="87",
+        trt_plugin="ON",
+        tensorrt_root=request.param,
+        targets=(scan_build.TRT_LIBRARY, scan_build.PROBE, scan_build.FAKE_NVINFER),
+        jobs=2,
+    )
     out, seconds = scan_build.build(cfg)
     print(f"plugin built against TensorRT {_trt_version(request.param)} headers in {seconds:.1f} s")
     return out
@@ -71,8 +82,9 @@ def plugin_build(request, tmp_path_factory) -> Path:
 
 def _run_probe(build: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
     lib = build / f"lib{scan_build.TRT_LIBRARY}.so"
-    return subprocess.run([str(build / scan_build.PROBE), str(lib), *extra], capture_output=True, text=True,
-                          env=env, check=False)
+    return subprocess.run(
+        [str(build / scan_build.PROBE), str(lib), *extra], capture_output=True, text=True, env=env, check=False
+    )
 
 
 def test_probe_drives_creator_and_plugin(plugin_build):
@@ -119,9 +131,20 @@ def test_cmake_says_plainly_when_the_plugin_is_skipped(tmp_path):
     missing = scan_build.tools_available()
     if missing:
         pytest.skip(missing)
-    proc = subprocess.run(["cmake", "-S", str(scan_build.PLUGINS_DIR), "-B", str(tmp_path),
-                           "-DCMAKE_CUDA_ARCHITECTURES=87", f"-DTensorRT_ROOT={tmp_path / 'no-tensorrt'}"],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [
+            "cmake",
+            "-S",
+            str(scan_build.PLUGINS_DIR),
+            "-B",
+            str(tmp_path),
+            "-DCMAKE_CUDA_ARCHITECTURES=87",
+            f"-DTensorRT_ROOT={tmp_path / 'no-tensorrt'}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "SelectiveScan TensorRT plugin is SKIPPED" in proc.stdout + proc.stderr
     assert "mmad_trt_plugins" not in (tmp_path / "Makefile").read_text()

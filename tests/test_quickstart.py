@@ -1,6 +1,7 @@
 """samples/: the quickstart's commands stay in step with the CLI, its inspection video holds the test
 images in order with the right ground truth, the example camera configs produce `mmad stream` commands
 the CLI accepts, and (slow) the whole quickstart runs end to end with the tiny preset."""
+
 import json
 import os
 import shlex
@@ -11,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from mmad.runtime.cli import build_parser
 from mmad.samples.make_dataset import make_dataset
 from mmad.samples.quickstart import (
@@ -28,13 +30,23 @@ CONFIGS = ROOT / "samples" / "configs"
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("qs")
-    return make_dataset(root, categories=["object"], n_train=2, n_test_good=2, n_test_defect_per_type=1, seed=1) / "object"
+    return (
+        make_dataset(root, categories=["object"], n_train=2, n_test_good=2, n_test_defect_per_type=1, seed=1) / "object"
+    )
 
 
 def test_every_quickstart_command_parses(tmp_path):
     parser = build_parser()
     commands = [s.command for s in steps(QuickstartConfig(out=tmp_path))]
-    assert [s.name for s in steps(QuickstartConfig(out=tmp_path))] == ["data", "train", "eval", "export", "video", "stream", "bench"]
+    assert [s.name for s in steps(QuickstartConfig(out=tmp_path))] == [
+        "data",
+        "train",
+        "eval",
+        "export",
+        "video",
+        "stream",
+        "bench",
+    ]
     for command in commands:
         if command[0] == "mmad":
             assert parser.parse_args(command[1:]).command == command[1]
@@ -77,11 +89,25 @@ def test_detection_summary_counts_against_the_truth(tmp_path):
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("script, extra", [("jetson_camera.sh", {}), ("jetson_camera.sh", {"CAMERA": "/dev/video0", "ROI": "0,0,320,240"}),
-                                           ("rtsp_camera.sh", {"RTSP_URL": "rtsp://10.0.0.5:554/cam", "RECORD": "out.mp4"})])
+@pytest.mark.parametrize(
+    "script, extra",
+    [
+        ("jetson_camera.sh", {}),
+        ("jetson_camera.sh", {"CAMERA": "/dev/video0", "ROI": "0,0,320,240"}),
+        ("rtsp_camera.sh", {"RTSP_URL": "rtsp://10.0.0.5:554/cam", "RECORD": "out.mp4"}),
+    ],
+)
 def test_camera_configs_make_commands_the_cli_accepts(script, extra, tmp_path):
-    env = {**os.environ, "DRY_RUN": "1", "MODEL": str(tmp_path / "model.onnx"), "OUT_DIR": str(tmp_path / "out"), **extra}
-    result = subprocess.run(["bash", str(CONFIGS / script)], capture_output=True, text=True, env=env, timeout=30, check=False)
+    env = {
+        **os.environ,
+        "DRY_RUN": "1",
+        "MODEL": str(tmp_path / "model.onnx"),
+        "OUT_DIR": str(tmp_path / "out"),
+        **extra,
+    }
+    result = subprocess.run(
+        ["bash", str(CONFIGS / script)], capture_output=True, text=True, env=env, timeout=30, check=False
+    )
     assert result.returncode == 0, result.stderr
     lines = [line[2:] for line in result.stdout.splitlines() if line.startswith("+ ")]
     assert lines[0].startswith("gst-launch-1.0") and lines[-1].startswith("mmad stream")
@@ -118,7 +144,14 @@ def test_quickstart_runs_end_to_end_with_the_tiny_preset(tmp_path):
     args = ["--out", str(out), "--preset", "tiny", "--random-encoder", "--epochs", "1", "--batch-size", "2", "--n-train", "4",
             "--n-test-good", "2", "--n-test-defect-per-type", "1", "--bench-iters", "2"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(["bash", str(ROOT / "samples" / "quickstart.sh"), *args], capture_output=True, text=True, env=env, timeout=900, check=False)
+    result = subprocess.run(
+        ["bash", str(ROOT / "samples" / "quickstart.sh"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "quickstart.json").read_text())
     assert [s["step"] for s in summary] == ["data", "train", "eval", "export", "video", "stream", "bench"]

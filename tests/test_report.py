@@ -1,4 +1,5 @@
 """Report files: tables (JSON / Markdown / CSV) and PNG figures."""
+
 from __future__ import annotations
 
 import csv
@@ -34,8 +35,7 @@ def test_write_metrics_files_and_json_structure(tmp_path, per_category):
     for key in ALL_KEYS:
         expected = (per_category["bottle"][key] + per_category["magnetic_tile"][key]) / 2
         assert document["mean"][key] == pytest.approx(expected)
-    assert document["meta"] == {"aupro": "sklearn", "checkpoint": str(tmp_path / "ckpt.safetensors"),
-                                "epochs": 3}
+    assert document["meta"] == {"aupro": "sklearn", "checkpoint": str(tmp_path / "ckpt.safetensors"), "epochs": 3}
 
 
 def test_markdown_table_rows_and_one_decimal(tmp_path, per_category):
@@ -85,8 +85,16 @@ def synthetic_images(n, size=64, seed=0):
 
 def test_overlay_grid_png(tmp_path):
     images, maps, masks, scores, labels = synthetic_images(30)
-    path = R.save_overlay_grid(tmp_path / "figs" / "grid.png", images, maps, masks, scores, labels,
-                               titles=[f"img{i:03d}" for i in range(30)], max_items=12)
+    path = R.save_overlay_grid(
+        tmp_path / "figs" / "grid.png",
+        images,
+        maps,
+        masks,
+        scores,
+        labels,
+        titles=[f"img{i:03d}" for i in range(30)],
+        max_items=12,
+    )
     with Image.open(path) as png:
         png.load()
         width, height = png.size
@@ -119,8 +127,7 @@ def test_score_histogram_png(tmp_path):
     rng = np.random.default_rng(1)
     labels = np.array([0] * 60 + [1] * 40)
     scores = rng.normal(labels * 2.0, 1.0)
-    path = R.save_score_histogram(tmp_path / "hist.png", scores, labels,
-                                  {"normal q0.99": 2.1, "F1-optimal": 1.0})
+    path = R.save_score_histogram(tmp_path / "hist.png", scores, labels, {"normal q0.99": 2.1, "F1-optimal": 1.0})
     with Image.open(path) as png:
         png.load()
         assert png.format == "PNG"

@@ -88,7 +88,10 @@ def test_choose_providers_best_first():
 def test_custom_op_graph_without_its_library_is_a_clear_error(tmp_path):
     from onnx import TensorProto, helper
 
-    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("u", "delta", "A", "B", "C", "D", "delta_bias")]
+    inputs = [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+        for n in ("u", "delta", "A", "B", "C", "D", "delta_bias")
+    ]
     node = helper.make_node(SCAN_OP_TYPE, [i.name for i in inputs], ["y"], domain=SCAN_OP_DOMAIN, delta_softplus=1)
     graph = helper.make_graph([node], "scan", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(SCAN_OP_DOMAIN, 1)])
@@ -132,7 +135,9 @@ def test_sidecar_is_read_and_checked(tmp_path):
     warnings = check(engine, sidecar, "10.3.0", "Orin NX", "8.7")
     assert len(warnings) == 1 and "built on Orin, running on Orin NX" in warnings[0]
     portable = trt_backend.read_sidecar(
-        _engine_with_sidecar(tmp_path, tensorrt_version="10.3.0", compute_capability="8.0", hardware_compatibility="ampere+")
+        _engine_with_sidecar(
+            tmp_path, tensorrt_version="10.3.0", compute_capability="8.0", hardware_compatibility="ampere+"
+        )
     )
     assert check(engine, portable, "10.3.0", "NVIDIA A10", "8.6") == []
 
@@ -188,7 +193,9 @@ def test_cuda_python_provides_every_call_the_backend_makes():
         "cudaGetErrorString",
     ):
         assert hasattr(cudart, name), name
-    assert hasattr(cudart.cudaMemcpyKind, "cudaMemcpyHostToDevice") and hasattr(cudart.cudaMemcpyKind, "cudaMemcpyDeviceToHost")
+    assert hasattr(cudart.cudaMemcpyKind, "cudaMemcpyHostToDevice") and hasattr(
+        cudart.cudaMemcpyKind, "cudaMemcpyDeviceToHost"
+    )
     assert trt_backend._import_cudart() is cudart
 
 
@@ -212,7 +219,9 @@ def test_tensorrt_engine_matches_onnxruntime(tmp_path, model):
     engine.write_bytes(bytes(builder.build_serialized_network(network, config)))
     meta = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
     engine.with_name("synthetic.engine.json").write_text(
-        json.dumps({"tensorrt_version": trt.__version__, "gpu": gpu, "compute_capability": capability, "metadata": meta})
+        json.dumps(
+            {"tensorrt_version": trt.__version__, "gpu": gpu, "compute_capability": capability, "metadata": meta}
+        )
     )
     images = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)  # > max batch: chunked
     with load_backend(engine) as backend:
@@ -356,7 +365,11 @@ def test_tensorrt_backend_binds_by_name_and_chunks_batches(tmp_path, monkeypatch
         assert loaded == [str(tmp_path / "libscan.so")]  # the plugin was loaded before deserialising
         maps, scores = backend.infer(images)
     ref_maps, ref_scores = synthetic_reference(images)
-    assert maps.shape == (5, size, size) and np.abs(maps - ref_maps).max() <= TOL and np.abs(scores - ref_scores).max() <= TOL
+    assert (
+        maps.shape == (5, size, size)
+        and np.abs(maps - ref_maps).max() <= TOL
+        and np.abs(scores - ref_scores).max() <= TOL
+    )
 
     engine.write_bytes(b"garbage")
     with pytest.raises(ConfigError, match="could not deserialise"):

@@ -103,7 +103,9 @@ def test_frame_clock_numbers_every_arrival_and_skips_dropped_ones():
 
 
 def test_stats_summary_shares_and_drops():
-    s = StreamStats(frames_in=10, frames_inferred=7, frames_bad=1, wall=2.0, infer=1.0, wait=0.5, latencies_ms=[10.0, 20.0, 30.0])
+    s = StreamStats(
+        frames_in=10, frames_inferred=7, frames_bad=1, wall=2.0, infer=1.0, wait=0.5, latencies_ms=[10.0, 20.0, 30.0]
+    )
     out = s.summary()
     assert out["frames_dropped"] == 2 and out["fps"] == 3.5
     assert out["share_inference"] == 0.5 and out["share_pipeline_wait"] == 0.25 and out["latency_ms_median"] == 20.0

@@ -126,19 +126,25 @@ def test_video_through_stream_marks_exactly_the_defect_frames(data, tmp_path):
     summary = json.loads(stats.read_text())
     assert summary["frames_in"] == summary["frames_inferred"] == N_FRAMES and summary["frames_dropped"] == 0
     assert summary["anomalies"] == len(DEFECTS) and summary["fps"] > 0
-    assert sorted(p.name for p in saved.iterdir()) == sorted(f"frame_{i:07d}{s}.jpg" for i in DEFECTS for s in ("", "_overlay"))
+    assert sorted(p.name for p in saved.iterdir()) == sorted(
+        f"frame_{i:07d}{s}.jpg" for i in DEFECTS for s in ("", "_overlay")
+    )
 
 
 def test_threshold_override_and_roi(data, tmp_path):
     high = tmp_path / "high.jsonl"
     code, stats = run_stream(
-        StreamConfig(model=str(data["model"]), source=str(data["video"]), events=str(high), threshold=5.0, stats_interval=0)
+        StreamConfig(
+            model=str(data["model"]), source=str(data["video"]), events=str(high), threshold=5.0, stats_interval=0
+        )
     )
     assert code == 0 and stats.frames_inferred == N_FRAMES and stats.anomalies == 0 and read_events(high) == []
     # Defects sit on the part in the middle of the frame; a corner ROI never sees them.
     corner = tmp_path / "corner.jsonl"
     code, stats = run_stream(
-        StreamConfig(model=str(data["model"]), source=str(data["video"]), events=str(corner), roi="0,0,48,48", stats_interval=0)
+        StreamConfig(
+            model=str(data["model"]), source=str(data["video"]), events=str(corner), roi="0,0,48,48", stats_interval=0
+        )
     )
     assert code == 0 and stats.anomalies == 0 and read_events(corner) == []
 
@@ -225,7 +231,9 @@ def test_model_error_after_gstreamer_is_loaded_is_a_clear_error(data, tmp_path):
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.contrib", 1)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.contrib", 1)]
+    )
     model.ir_version = 8
     save(model, str(tmp_path / "custom.onnx"))
     code = (
@@ -276,7 +284,9 @@ def _free_port() -> int:
 
 
 def _start_rtsp_server(script: Path, port: int) -> subprocess.Popen:
-    server = subprocess.Popen([sys.executable, str(script), str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, str(script), str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     line = server.stdout.readline()
     if line.strip() != "ready":
         server.kill()
@@ -365,17 +375,23 @@ def test_mmadinfer_element_in_gst_launch(data, tmp_path):
     from mmad.runtime.gst_util import plugin_environment
 
     env = {**ENV, **plugin_environment(tmp_path / "shim")}
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])  # the loader embeds this Python
+    env["PATH"] = os.pathsep.join(
+        [str(Path(sys.executable).parent), env.get("PATH", "")]
+    )  # the loader embeds this Python
     env["GST_REGISTRY"] = str(tmp_path / "registry.bin")  # a fresh scan that sees GST_PLUGIN_PATH
     out = tmp_path / "element.mp4"
     pipeline = (
         f"filesrc location={data['video']} ! decodebin ! videoconvert ! video/x-raw,format=RGB "
         f"! mmadinfer model={data['model']} ! videoconvert ! x264enc speed-preset=ultrafast ! mp4mux ! filesink location={out}"
     )
-    result = subprocess.run(["gst-launch-1.0", "-m", *pipeline.split()], capture_output=True, text=True, timeout=120, env=env)
+    result = subprocess.run(
+        ["gst-launch-1.0", "-m", *pipeline.split()], capture_output=True, text=True, timeout=120, env=env
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     messages = [line for line in result.stdout.splitlines() if "mmad-inspection" in line]
     assert len(messages) == N_FRAMES
-    anomalous = [int(re.search(r"frame=\(guint64\)(\d+)", m).group(1)) for m in messages if "anomalous=(boolean)true" in m]
+    anomalous = [
+        int(re.search(r"frame=\(guint64\)(\d+)", m).group(1)) for m in messages if "anomalous=(boolean)true" in m
+    ]
     assert anomalous == data["truth"]["defect_frames"]
     assert count_frames(out) == N_FRAMES

@@ -7,6 +7,7 @@ at the big MMAD shapes in the default run, where they come, like all gradient re
 seconds there, its backward is quadratic in L). test_plain_loop_is_the_reference pins the two together;
 the `slow` tests compare every big shape with `selective_scan_ref` itself.
 """
+
 from __future__ import annotations
 
 import functools
@@ -118,8 +119,7 @@ def test_plain_loop_is_the_reference(shape, softplus):
 @pytest.mark.parametrize("shape", STAGE_SHAPES, ids=lambda s: f"D{s[0]}-L{s[1]}")
 def test_forward_stage_shapes_fp32(shape):
     dim, length = shape
-    check_against_reference(scan_inputs(1, dim, length), True, SCAN_TOL_FP32, forward_oracle="loop",
-                            check_grads=False)
+    check_against_reference(scan_inputs(1, dim, length), True, SCAN_TOL_FP32, forward_oracle="loop", check_grads=False)
 
 
 @needs_cpp
@@ -179,7 +179,8 @@ def test_wide_step_sizes_and_softplus_threshold(softplus):
 def test_gradcheck_float64(shape, softplus):
     inputs = [t.detach().requires_grad_() for t in scan_inputs(*shape, softplus=softplus, dtype=torch.float64)]
     assert torch.autograd.gradcheck(
-        lambda *x: selective_scan(*x, delta_softplus=softplus, backend="cpu"), inputs, eps=1e-6, atol=1e-6)
+        lambda *x: selective_scan(*x, delta_softplus=softplus, backend="cpu"), inputs, eps=1e-6, atol=1e-6
+    )
 
 
 @needs_cpp
@@ -226,7 +227,8 @@ def test_cpu_module_runs_without_torch():
         "A = -np.ones((4, 3), np.float32); B = rng.standard_normal((1, 2, 3, 5)).astype(np.float32)\n"
         "y = cpu.scan_forward(u, dl, A, B, B, np.ones(4, np.float32), np.zeros(4, np.float32))\n"
         "assert y.shape == (1, 4, 5) and np.isfinite(y).all()\n"
-        "print('ok')\n")
+        "print('ok')\n"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
@@ -275,7 +277,7 @@ def test_reference_backend_is_the_reference():
 
 
 def test_auto_on_cuda_uses_mamba_when_it_imports(monkeypatch):
-    monkeypatch.setattr(scan_pkg, "_mamba_scan_fn", lambda: (lambda *a, **k: None))
+    monkeypatch.setattr(scan_pkg, "_mamba_scan_fn", lambda: lambda *a, **k: None)
     assert resolve_backend("auto", "cuda") == "mamba"
     assert resolve_backend("mamba", "cuda") == "mamba"
 

@@ -1,4 +1,5 @@
 """Training, resuming, evaluation and checkpoints end to end on generated data (tiny preset)."""
+
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ from safetensors.torch import load_file
 
 from mmad.runtime.cli import main as mmad
 from mmad.samples.make_dataset import make_dataset
-from mmad.training.checkpoint import (META_FILE, WEIGHTS_FILE, CheckpointError, load_model, read_info)
+from mmad.training.checkpoint import META_FILE, WEIGHTS_FILE, CheckpointError, load_model, read_info
 from mmad.training.train import param_groups
 
 TINY = ["--preset", "tiny", "--random-encoder", "--batch-size", "2"]
@@ -157,8 +158,24 @@ def test_torchrun_ddp_with_gloo_two_processes(data, tmp_path):
     """Two CPU processes through torchrun; training checks that both replicas end with equal weights."""
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "mmad.runtime.cli", "train", "--data", str(data), "--out", str(out), "--epochs", "1", *TINY]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "mmad.runtime.cli",
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        *TINY,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "batch 2×2" in proc.stdout

@@ -6,6 +6,7 @@ A checkpoint is a folder:
                         normalisation, categories, thresholds, the sha256 of model.safetensors
     resume.safetensors  optimizer state and RNG states, for `mmad train --resume` (optional)
 """
+
 from __future__ import annotations
 
 import json
@@ -84,8 +85,12 @@ def atomic_write(path: Path, write) -> None:
             os.remove(tmp)
 
 
-def save_checkpoint(folder: str | Path, model: torch.nn.Module, info: CheckpointInfo,
-                    resume_state: dict[str, torch.Tensor] | None = None) -> Path:
+def save_checkpoint(
+    folder: str | Path,
+    model: torch.nn.Module,
+    info: CheckpointInfo,
+    resume_state: dict[str, torch.Tensor] | None = None,
+) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -115,29 +120,36 @@ def read_info(folder: str | Path) -> CheckpointInfo:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err}); the file is corrupt or truncated") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an MMAD checkpoint (expected \"format\": \"{FORMAT}\")")
+        raise CheckpointError(f'{path}: not an MMAD checkpoint (expected "format": "{FORMAT}")')
     version = data.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format version {version} (written by mmad-edge {data.get('package_version', '?')}); "
-            f"this mmad-edge {package_version()} reads format version {FORMAT_VERSION}")
+            f"this mmad-edge {package_version()} reads format version {FORMAT_VERSION}"
+        )
     try:
         config = RunConfig.from_dict(data["config"])
         config.model.validate()
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: invalid model config: {err}") from None
-    return CheckpointInfo(config=config, categories=list(data.get("categories", [])),
-                          thresholds=dict(data.get("thresholds", {})), progress=dict(data.get("progress", {})),
-                          history=list(data.get("history", [])), weights_sha256=data.get("weights_sha256", ""),
-                          package_version=data.get("package_version", ""))
+    return CheckpointInfo(
+        config=config,
+        categories=list(data.get("categories", [])),
+        thresholds=dict(data.get("thresholds", {})),
+        progress=dict(data.get("progress", {})),
+        history=list(data.get("history", [])),
+        weights_sha256=data.get("weights_sha256", ""),
+        package_version=data.get("package_version", ""),
+    )
 
 
 def load_tensors(path: Path, expected_sha256: str = "") -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing")
     if expected_sha256 and sha256_file(path) != expected_sha256:
-        raise CheckpointError(f"{path}: sha256 does not match {META_FILE}; the weights are truncated, corrupt or "
-                              "from another run")
+        raise CheckpointError(
+            f"{path}: sha256 does not match {META_FILE}; the weights are truncated, corrupt or from another run"
+        )
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
@@ -146,8 +158,8 @@ def load_tensors(path: Path, expected_sha256: str = "") -> dict[str, torch.Tenso
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu"):
     """Rebuild the model from a checkpoint folder. Returns (model in eval mode, CheckpointInfo)."""
-    from .model import AnomalyModel
     from .encoders import encoder_spec
+    from .model import AnomalyModel
 
     folder = Path(folder)
     info = read_info(folder)
@@ -165,12 +177,16 @@ def load_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: P
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit the model config in {META_FILE}: "
-                              f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        raise CheckpointError(
+            f"{path}: weights do not fit the model config in {META_FILE}: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
     for key, value in tensors.items():
         if value.shape != expected[key].shape:
-            raise CheckpointError(f"{path}: '{key}' has shape {tuple(value.shape)}, the model config in {META_FILE} "
-                                  f"needs {tuple(expected[key].shape)}")
+            raise CheckpointError(
+                f"{path}: '{key}' has shape {tuple(value.shape)}, the model config in {META_FILE} "
+                f"needs {tuple(expected[key].shape)}"
+            )
     model.load_state_dict(tensors)
 
 

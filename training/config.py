@@ -1,4 +1,5 @@
 """All configuration in one typed place. Every checkpoint and report carries `to_dict()` of these."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,12 +48,16 @@ class ModelConfig:
         if self.arch not in ARCHS:
             raise ValueError(f"model.arch must be one of {ARCHS}, got '{self.arch}'")
         if self.image_size != 256:
-            raise ValueError(f"model.image_size must be 256 (scan tables are built for 8..64 grids), got {self.image_size}")
+            raise ValueError(
+                f"model.image_size must be 256 (scan tables are built for 8..64 grids), got {self.image_size}"
+            )
         n = len(self.decoder_dims)
         if n != 4 or len(self.blocks_per_stage) != 4:
             raise ValueError("model.decoder_dims and model.blocks_per_stage need 4 entries (8, 16, 32, 64 grids)")
         if self.decoder_dims[0] != self.embed_dim:
-            raise ValueError(f"model.decoder_dims[0] ({self.decoder_dims[0]}) must equal model.embed_dim ({self.embed_dim})")
+            raise ValueError(
+                f"model.decoder_dims[0] ({self.decoder_dims[0]}) must equal model.embed_dim ({self.embed_dim})"
+            )
         if self.arch == "mmad" and any(d % self.groups for d in self.decoder_dims):
             raise ValueError(f"model.decoder_dims {self.decoder_dims} must be divisible by groups={self.groups}")
         if self.num_directions not in (1, 2, 4, 8):
@@ -96,9 +101,11 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
-        return cls(model=dataclass_from_dict(ModelConfig, data.get("model", {}), "model"),
-                   train=dataclass_from_dict(TrainConfig, data.get("train", {}), "train"),
-                   preset=data.get("preset", "custom"))
+        return cls(
+            model=dataclass_from_dict(ModelConfig, data.get("model", {}), "model"),
+            train=dataclass_from_dict(TrainConfig, data.get("train", {}), "train"),
+            preset=data.get("preset", "custom"),
+        )
 
 
 def dataclass_from_dict(cls, data: dict, where: str):

@@ -2,6 +2,7 @@
 
 Torch-free on purpose, so the runtime (which never imports torch) can read it.
 """
+
 from __future__ import annotations
 
 # --- The SelectiveScan op (shared/docs/SELECTIVE_SCAN_OP.md) -----------------------------------

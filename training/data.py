@@ -14,6 +14,7 @@ Layouts understood by `find_categories`:
                (paths relative to <root>; label normal|anomaly)
     folder     any folder of images (searched recursively): a training-only category
 """
+
 from __future__ import annotations
 
 import csv
@@ -48,8 +49,7 @@ class DataError(ValueError):
 # Decoding
 # ------------------------------------------------------------------------------------------------
 # Errors Pillow (and the codecs under it) raise for unreadable, truncated or hostile files.
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error,
-                  Image.DecompressionBombError)
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
 
 
 def _open_decoded(path: PathLike, what: str) -> Image.Image:
@@ -91,8 +91,7 @@ def load_image(path: PathLike) -> np.ndarray:
     if mode.startswith("I;16") or mode == "I":
         values = np.asarray(im)
         if values.size and (values.min() < 0 or values.max() > 65535):
-            raise DataError(f"{path}: integer image with values outside 0..65535; expected 8- or "
-                            "16-bit data")
+            raise DataError(f"{path}: integer image with values outside 0..65535; expected 8- or 16-bit data")
         return np.repeat(_sixteen_bit_to_8(values)[..., None], 3, axis=2)
     if mode in ("RGBA", "RGBa", "RGBX", "LA", "La", "PA", "P"):
         # Via RGBA: Pillow warns when a palette with per-entry alpha goes straight to RGB.
@@ -100,8 +99,9 @@ def load_image(path: PathLike) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(rgba)[..., :3], dtype=np.uint8)
     if mode in ("RGB", "L", "1", "CMYK", "YCbCr"):
         return np.array(im.convert("RGB"), dtype=np.uint8)
-    raise DataError(f"{path}: unsupported pixel mode '{mode}'; expected gray, RGB(A), palette, "
-                    "CMYK, or 16-bit gray/colour")
+    raise DataError(
+        f"{path}: unsupported pixel mode '{mode}'; expected gray, RGB(A), palette, CMYK, or 16-bit gray/colour"
+    )
 
 
 def load_mask(path: PathLike) -> np.ndarray:
@@ -150,8 +150,10 @@ class Category:
 
     def __repr__(self) -> str:  # the default one would print every path
         n_bad = sum(item.label for item in self.test)
-        return (f"Category({self.name!r}, layout={self.layout!r}, train={len(self.train)}, "
-                f"test={len(self.test) - n_bad} good + {n_bad} defective, root='{self.root}')")
+        return (
+            f"Category({self.name!r}, layout={self.layout!r}, train={len(self.train)}, "
+            f"test={len(self.test) - n_bad} good + {n_bad} defective, root='{self.root}')"
+        )
 
 
 def is_image_file(path: Path) -> bool:
@@ -161,8 +163,11 @@ def is_image_file(path: Path) -> bool:
 def _images_in(folder: Path, recursive: bool) -> list[Path]:
     """Image files in a folder, sorted; hidden files (macOS '._x.png' and the like) skipped."""
     candidates = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in candidates if is_image_file(p)
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(
+        p
+        for p in candidates
+        if is_image_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def find_categories(roots: PathLike | Sequence[PathLike]) -> list[Category]:
@@ -182,8 +187,10 @@ def find_categories(roots: PathLike | Sequence[PathLike]) -> list[Category]:
     for root in roots:
         for category in _categories_in_root(Path(root)):
             if category.name in seen:
-                raise DataError(f"category name '{category.name}' is used twice: {seen[category.name]} "
-                                f"and {category.root}; expected unique category names across roots")
+                raise DataError(
+                    f"category name '{category.name}' is used twice: {seen[category.name]} "
+                    f"and {category.root}; expected unique category names across roots"
+                )
             seen[category.name] = category.root
             categories.append(category)
     return categories
@@ -200,15 +207,16 @@ def _categories_in_root(root: Path) -> list[Category]:
     if any(_is_mvtec_category(p) for p in subfolders):
         for p in subfolders:
             if not _is_mvtec_category(p) and (p / "test").is_dir():
-                raise DataError(f"{p}: has test/ but no train/good/; expected an MVTec category "
-                                "<category>/train/good/")
+                raise DataError(f"{p}: has test/ but no train/good/; expected an MVTec category <category>/train/good/")
         return [_mvtec_category(p) for p in subfolders if _is_mvtec_category(p)]
     images = _images_in(root, recursive=True)
     if images:
         return [Category(root.name, root, "folder", train=images)]
-    raise DataError(f"{root}: matches no dataset layout; expected <category>/train/good/ (MVTec AD), "
-                    f"a folder of such categories, {VISA_CSV.as_posix()} (VisA), or a folder of "
-                    f"images ({', '.join(IMAGE_EXTENSIONS)})")
+    raise DataError(
+        f"{root}: matches no dataset layout; expected <category>/train/good/ (MVTec AD), "
+        f"a folder of such categories, {VISA_CSV.as_posix()} (VisA), or a folder of "
+        f"images ({', '.join(IMAGE_EXTENSIONS)})"
+    )
 
 
 def _is_mvtec_category(folder: Path) -> bool:
@@ -218,8 +226,10 @@ def _is_mvtec_category(folder: Path) -> bool:
 def _mvtec_category(folder: Path) -> Category:
     train = _images_in(folder / "train" / "good", recursive=False)
     if not train:
-        raise DataError(f"{folder / 'train' / 'good'}: no training images; expected at least one "
-                        f"image ({', '.join(IMAGE_EXTENSIONS)})")
+        raise DataError(
+            f"{folder / 'train' / 'good'}: no training images; expected at least one "
+            f"image ({', '.join(IMAGE_EXTENSIONS)})"
+        )
     test: list[TestItem] = []
     test_root = folder / "test"
     if test_root.is_dir():
@@ -242,8 +252,7 @@ def _mvtec_mask(folder: Path, defect: str, image: Path) -> Path:
             for candidate in (gt / f"{stem}{ext}", gt / f"{stem}{ext.upper()}"):
                 if candidate.is_file():
                     return candidate
-    raise DataError(f"{image}: defective test image without a mask; expected "
-                    f"{gt / (image.stem + '_mask.png')}")
+    raise DataError(f"{image}: defective test image without a mask; expected {gt / (image.stem + '_mask.png')}")
 
 
 def _visa_categories(root: Path) -> list[Category]:
@@ -252,8 +261,7 @@ def _visa_categories(root: Path) -> list[Category]:
         reader = csv.DictReader(f)
         missing = [c for c in VISA_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise DataError(f"{csv_path}: missing column(s) {missing}; expected columns "
-                            f"{','.join(VISA_COLUMNS)}")
+            raise DataError(f"{csv_path}: missing column(s) {missing}; expected columns {','.join(VISA_COLUMNS)}")
         by_object: dict[str, Category] = {}
         for line, row in enumerate(reader, start=2):
             _add_visa_row(root, csv_path, line, row, by_object)
@@ -261,8 +269,9 @@ def _visa_categories(root: Path) -> list[Category]:
         raise DataError(f"{csv_path}: no rows; expected one row per image")
     for category in by_object.values():
         if not category.train:
-            raise DataError(f"{csv_path}: object '{category.name}' has no training rows; expected "
-                            "at least one row with split=train")
+            raise DataError(
+                f"{csv_path}: object '{category.name}' has no training rows; expected at least one row with split=train"
+            )
     return list(by_object.values())
 
 
@@ -290,8 +299,10 @@ def _add_visa_row(root: Path, csv_path: Path, line: int, row: dict, by_object: d
     mask_rel = (row["mask"] or "").strip()
     mask = root / mask_rel if mask_rel else None
     if mask is None or not mask.is_file():
-        raise DataError(f"{image}: defective test image without a mask ({where}); expected the "
-                        f"'mask' column to name an existing file relative to {root}")
+        raise DataError(
+            f"{image}: defective test image without a mask ({where}); expected the "
+            f"'mask' column to name an existing file relative to {root}"
+        )
     category.test.append(TestItem(image, 1, mask, "anomaly"))
 
 
@@ -415,8 +426,13 @@ class TrainDataset(_CachedImages):
     item: {"image": float32 [3, S, S], "category": str, "path": str}
     """
 
-    def __init__(self, categories: Sequence[Category], transform: ImageTransform | None = None,
-                 only: Iterable[str] | None = None, cache: bool = False):
+    def __init__(
+        self,
+        categories: Sequence[Category],
+        transform: ImageTransform | None = None,
+        only: Iterable[str] | None = None,
+        cache: bool = False,
+    ):
         chosen = select_categories(categories, only)
         self.categories = [c.name for c in chosen]
         self.item_categories = [c.name for c in chosen for _ in c.train]
@@ -428,8 +444,11 @@ class TrainDataset(_CachedImages):
 
     def __getitem__(self, i: int) -> dict:
         i = self._check_index(i)
-        return {"image": self.transform.normalize(self._decoded(i)),
-                "category": self.item_categories[i], "path": str(self.paths[i])}
+        return {
+            "image": self.transform.normalize(self._decoded(i)),
+            "category": self.item_categories[i],
+            "path": str(self.paths[i]),
+        }
 
 
 class TestDataset(_CachedImages):
@@ -441,8 +460,13 @@ class TestDataset(_CachedImages):
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, categories: Sequence[Category], transform: ImageTransform | None = None,
-                 only: Iterable[str] | None = None, cache: bool = False):
+    def __init__(
+        self,
+        categories: Sequence[Category],
+        transform: ImageTransform | None = None,
+        only: Iterable[str] | None = None,
+        cache: bool = False,
+    ):
         chosen = select_categories(categories, only)
         self.categories = [c.name for c in chosen]
         self.items = [item for c in chosen for item in c.test]
@@ -461,8 +485,10 @@ class TestDataset(_CachedImages):
         else:
             full_mask = load_mask(item.mask)
             if full_mask.shape != image.shape[:2]:
-                raise DataError(f"{item.mask}: mask is {full_mask.shape[1]}x{full_mask.shape[0]} but its "
-                                f"image {item.path} is {image.shape[1]}x{image.shape[0]}; expected equal sizes")
+                raise DataError(
+                    f"{item.mask}: mask is {full_mask.shape[1]}x{full_mask.shape[0]} but its "
+                    f"image {item.path} is {image.shape[1]}x{image.shape[0]}; expected equal sizes"
+                )
             mask = self.transform.resize_mask(full_mask)
         return self.transform.resize(image), mask
 
@@ -478,10 +504,14 @@ class TestDataset(_CachedImages):
         i = self._check_index(i)
         image, mask = self._decoded(i)
         item = self.items[i]
-        return {"image": self.transform.normalize(image),
-                "mask": torch.from_numpy(mask.astype(np.float32))[None],
-                "label": item.label, "category": self.item_categories[i],
-                "path": str(item.path), "defect": item.defect}
+        return {
+            "image": self.transform.normalize(image),
+            "mask": torch.from_numpy(mask.astype(np.float32))[None],
+            "label": item.label,
+            "category": self.item_categories[i],
+            "path": str(item.path),
+            "defect": item.defect,
+        }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -495,23 +525,28 @@ def split_normal_holdout(train_items: Sequence[T], fraction: float, seed: int) -
     """
     if any(isinstance(x, Category) for x in train_items):
         # Splitting a list of categories would hold out whole categories, silently.
-        raise TypeError("split_normal_holdout splits one list of items; for categories use "
-                        "split_categories_holdout(categories, fraction, seed)")
+        raise TypeError(
+            "split_normal_holdout splits one list of items; for categories use "
+            "split_categories_holdout(categories, fraction, seed)"
+        )
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
     n = len(train_items)
     n_held = 0 if fraction == 0 else max(1, round(fraction * n))
     if n_held >= n and n_held > 0:
-        raise DataError(f"cannot hold out {n_held} of {n} training images and still train; "
-                        "expected at least 2 training images per category")
+        raise DataError(
+            f"cannot hold out {n_held} of {n} training images and still train; "
+            "expected at least 2 training images per category"
+        )
     held = set(np.random.default_rng(seed).permutation(n)[:n_held].tolist())
     kept = [x for i, x in enumerate(train_items) if i not in held]
     held_out = [x for i, x in enumerate(train_items) if i in held]
     return kept, held_out
 
 
-def split_categories_holdout(categories: Sequence[Category], fraction: float,
-                             seed: int) -> tuple[list[Category], list[Category]]:
+def split_categories_holdout(
+    categories: Sequence[Category], fraction: float, seed: int
+) -> tuple[list[Category], list[Category]]:
     """Per-category normal hold-out, so every category contributes to the threshold.
 
     Returns (training categories, hold-out categories). A hold-out category has the held-out
@@ -532,7 +567,20 @@ def describe(categories: Sequence[Category]) -> str:
     return "\n".join(repr(c) for c in categories)
 
 
-__all__ = ["DataError", "load_image", "load_mask", "TestItem", "Category", "find_categories",
-           "select_categories", "ImageTransform", "TrainDataset", "TestDataset",
-           "split_normal_holdout", "split_categories_holdout", "describe", "IMAGE_EXTENSIONS",
-           "is_image_file"]
+__all__ = [
+    "DataError",
+    "load_image",
+    "load_mask",
+    "TestItem",
+    "Category",
+    "find_categories",
+    "select_categories",
+    "ImageTransform",
+    "TrainDataset",
+    "TestDataset",
+    "split_normal_holdout",
+    "split_categories_holdout",
+    "describe",
+    "IMAGE_EXTENSIONS",
+    "is_image_file",
+]

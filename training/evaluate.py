@@ -1,5 +1,6 @@
 """Evaluation: anomaly maps on the test sets, the seven metrics and mAD per category, reports,
 and the thresholds the runtime uses."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,7 +32,9 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(model: AnomalyModel, dataset: TestDataset, device, batch_size: int = 8, progress: bool = True) -> dict[str, Predictions]:
+def predict(
+    model: AnomalyModel, dataset: TestDataset, device, batch_size: int = 8, progress: bool = True
+) -> dict[str, Predictions]:
     """Run the model over a test set; results grouped by category."""
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
@@ -40,21 +43,36 @@ def predict(model: AnomalyModel, dataset: TestDataset, device, batch_size: int =
     for batch in tqdm(loader, desc="evaluating", disable=not progress, leave=False):
         out = model(batch["image"].to(device))
         for i in range(len(out.score)):
-            rows.setdefault(batch["category"][i], []).append((
-                float(out.score[i]), int(batch["label"][i]), out.anomaly_map[i, 0].cpu().numpy(),
-                batch["mask"][i, 0].numpy() > 0.5, index))
+            rows.setdefault(batch["category"][i], []).append(
+                (
+                    float(out.score[i]),
+                    int(batch["label"][i]),
+                    out.anomaly_map[i, 0].cpu().numpy(),
+                    batch["mask"][i, 0].numpy() > 0.5,
+                    index,
+                )
+            )
             index += 1
-    return {cat: Predictions(np.array([r[0] for r in rs], np.float32), np.array([r[1] for r in rs], np.int64),
-                             np.stack([r[2] for r in rs]).astype(np.float32), np.stack([r[3] for r in rs]),
-                             np.array([r[4] for r in rs]))
-            for cat, rs in rows.items()}
+    return {
+        cat: Predictions(
+            np.array([r[0] for r in rs], np.float32),
+            np.array([r[1] for r in rs], np.int64),
+            np.stack([r[2] for r in rs]).astype(np.float32),
+            np.stack([r[3] for r in rs]),
+            np.array([r[4] for r in rs]),
+        )
+        for cat, rs in rows.items()
+    }
 
 
-def evaluate_model(model: AnomalyModel, categories, transform: ImageTransform, device, aupro: str = "sklearn",
-                   progress: bool = True) -> tuple[dict[str, dict], dict[str, Predictions], TestDataset]:
+def evaluate_model(
+    model: AnomalyModel, categories, transform: ImageTransform, device, aupro: str = "sklearn", progress: bool = True
+) -> tuple[dict[str, dict], dict[str, Predictions], TestDataset]:
     dataset = TestDataset([c for c in categories if c.test], transform)
     if len(dataset) == 0:
-        raise ValueError("no test images in the data given: evaluation needs <category>/test/ (MVTec) or test rows (VisA)")
+        raise ValueError(
+            "no test images in the data given: evaluation needs <category>/test/ (MVTec) or test rows (VisA)"
+        )
     preds = predict(model, dataset, device, progress=progress)
     per_cat = {cat: compute_metrics(p.scores, p.labels, p.maps, p.masks, aupro=aupro) for cat, p in preds.items()}
     model.train(False)
@@ -69,8 +87,17 @@ def grid_indices(p: Predictions, n: int) -> np.ndarray:
     return np.concatenate([pick(normal, n_normal), pick(defect, min(len(defect), n - n_normal))])
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data_roots: list[str], out_dir: str | Path, *, aupro: str = "sklearn",
-                        device: str = "cpu", batch_size: int = 8, update_checkpoint: bool = True, log=print) -> dict:
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data_roots: list[str],
+    out_dir: str | Path,
+    *,
+    aupro: str = "sklearn",
+    device: str = "cpu",
+    batch_size: int = 8,
+    update_checkpoint: bool = True,
+    log=print,
+) -> dict:
     """Evaluate a checkpoint folder; writes metrics.{json,md,csv}, PNG grids and a score histogram,
     and stores the F1-optimal threshold in the checkpoint."""
     out_dir = Path(out_dir)
@@ -87,8 +114,14 @@ def evaluate_checkpoint(checkpoint: str | Path, data_roots: list[str], out_dir: 
     thresholds["f1"] = float(f1_optimal_threshold(all_scores, all_labels))
     thresholds["f1_per_category"] = {c: float(f1_optimal_threshold(p.scores, p.labels)) for c, p in preds.items()}
 
-    meta = {"checkpoint": str(checkpoint), "aupro": aupro, "thresholds": thresholds, "config": info.config.to_dict(),
-            "package_version": info.package_version, "data": [str(r) for r in data_roots]}
+    meta = {
+        "checkpoint": str(checkpoint),
+        "aupro": aupro,
+        "thresholds": thresholds,
+        "config": info.config.to_dict(),
+        "package_version": info.package_version,
+        "data": [str(r) for r in data_roots],
+    }
     write_metrics(out_dir, per_cat, meta)
     for cat, p in preds.items():
         idx = grid_indices(p, GRID_ITEMS)

@@ -7,6 +7,7 @@ It is fed exactly what an exported graph is fed (uint8 NHWC, normalisation insid
 are the reference an exported model is compared with. `mmad bench` loads this module with importlib
 only when a checkpoint is benchmarked: the runtime itself never imports torch.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,7 +41,12 @@ class TorchBackend:
         cfg = self.model.cfg
         self.image_size: int = cfg.image_size
         self.threshold: float | None = _deployment_threshold(self.checkpoint_info.thresholds)
-        self.metadata: dict[str, str] = {"scan": "pytorch", "precision": "fp32", "arch": cfg.arch, "encoder": cfg.encoder}
+        self.metadata: dict[str, str] = {
+            "scan": "pytorch",
+            "precision": "fp32",
+            "arch": cfg.arch,
+            "encoder": cfg.encoder,
+        }
         self._mean = torch.tensor(cfg.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(cfg.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
 
@@ -52,7 +58,9 @@ class TorchBackend:
         """uint8 RGB [B, S, S, 3] -> (anomaly maps float32 [B, S, S], scores float32 [B])."""
         size = self.image_size
         if images.ndim != 4 or images.shape[1:] != (size, size, 3) or images.dtype != np.uint8:
-            raise ValueError(f"TorchBackend: expected uint8 images [B, {size}, {size}, 3], got {images.dtype} {list(images.shape)}")
+            raise ValueError(
+                f"TorchBackend: expected uint8 images [B, {size}, {size}, 3], got {images.dtype} {list(images.shape)}"
+            )
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
         # The same operations, in the same order, as training.data.ImageTransform.normalize and the
         # exported graph's input block.

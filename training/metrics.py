@@ -48,6 +48,7 @@ Cost: one sort of the category's pixels (packed 64-bit keys, no argsort) gives t
 curve; every pixel metric is read off it, the per-region counts are weighted bincounts.
 Magnetic tile (673 x 256 x 256 = 44 M pixels) takes a few seconds and about 1.5 GB.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -119,8 +120,7 @@ def compute_metrics(
 
     result = image_metrics(scores, labels)
     result.update(
-        pixel_metrics(maps, masks, aupro=aupro, pixel_curves=pixel_curves,
-                      aupro_steps=aupro_steps, nstrips=nstrips)
+        pixel_metrics(maps, masks, aupro=aupro, pixel_curves=pixel_curves, aupro_steps=aupro_steps, nstrips=nstrips)
     )
     percent = {key: 100.0 * float(result[key]) for key in METRIC_KEYS}
     percent["mAD"] = float(np.mean([percent[key] for key in METRIC_KEYS]))
@@ -157,11 +157,9 @@ def pixel_metrics(
         p_auroc, p_ap = binned_auroc_and_ap(curve, vmin, vmax, nstrips)
 
     if aupro == "sklearn":
-        aupro_value = aupro_sklearn(curve, defect_values, defect_weights, n_regions, vmin, vmax,
-                                    aupro_steps)
+        aupro_value = aupro_sklearn(curve, defect_values, defect_weights, n_regions, vmin, vmax, aupro_steps)
     else:
-        aupro_value = aupro_adeval(curve, defect_values, defect_weights, n_regions, vmin, vmax,
-                                   nstrips)
+        aupro_value = aupro_adeval(curve, defect_values, defect_weights, n_regions, vmin, vmax, nstrips)
     return {
         "P-AUROC": p_auroc,
         "P-AP": p_ap,
@@ -243,8 +241,7 @@ class PixelCurve:
         ascending = self.values[::-1]
         side = "left" if inclusive else "right"
         n_values_above = self.values.size - np.searchsorted(ascending, thresholds, side=side)
-        return (np.concatenate([[0], self.tps])[n_values_above],
-                np.concatenate([[0], self.fps])[n_values_above])
+        return (np.concatenate([[0], self.tps])[n_values_above], np.concatenate([[0], self.fps])[n_values_above])
 
 
 def pixel_curve(maps: np.ndarray, masks: np.ndarray) -> PixelCurve:
@@ -321,8 +318,7 @@ def pixel_f1_max(curve: PixelCurve, vmin, vmax) -> float:
     # Same float32 arithmetic as normalising every pixel; it is monotone, so counting the
     # distinct values above each threshold counts the pixels above it.
     normalised = (curve.values - vmin) / (vmax - vmin)
-    n_values_above = normalised.size - np.searchsorted(normalised[::-1], PIXEL_F1_THRESHOLDS,
-                                                       side="right")
+    n_values_above = normalised.size - np.searchsorted(normalised[::-1], PIXEL_F1_THRESHOLDS, side="right")
     tp = np.concatenate([[0], curve.tps])[n_values_above].astype(np.float64)
     predicted = tp + np.concatenate([[0], curve.fps])[n_values_above]
     precision = tp / (predicted + PIXEL_F1_EPS)
@@ -334,8 +330,9 @@ def pixel_f1_max(curve: PixelCurve, vmin, vmax) -> float:
 # ----------------------------------------------------------------------------------------------
 # AUPRO
 # ----------------------------------------------------------------------------------------------
-def aupro_sklearn(curve: PixelCurve, defect_values, defect_weights, n_regions: int, vmin, vmax,
-                  steps: int = SKLEARN_AUPRO_STEPS) -> float:
+def aupro_sklearn(
+    curve: PixelCurve, defect_values, defect_weights, n_regions: int, vmin, vmax, steps: int = SKLEARN_AUPRO_STEPS
+) -> float:
     """ADer's ``cal_pro_score``: PRO vs FPR at ``arange(min, max, (max-min)/steps)``, FPR < 0.3,
     FPR min-max rescaled, sklearn ``auc``. defect_values / defect_weights: [P] float32 values and
     1/region-area of every defect pixel; n_regions: region count (over all images).
@@ -343,15 +340,16 @@ def aupro_sklearn(curve: PixelCurve, defect_values, defect_weights, n_regions: i
     if not vmax > vmin:
         raise ValueError("maps: all values are equal, AUPRO has no thresholds")
     thresholds = np.arange(vmin, vmax, (vmax - vmin) / steps)
-    pro = _weighted_fraction_above(defect_values, defect_weights, n_regions, thresholds,
-                                   inclusive=False)
+    pro = _weighted_fraction_above(defect_values, defect_weights, n_regions, thresholds, inclusive=False)
     _, fp = curve.counts_above(thresholds, inclusive=False)
     fpr = fp / curve.n_neg
 
     kept = fpr < AUPRO_FPR_LIMIT
     if not kept.any():
-        raise ValueError(f"AUPRO (sklearn): no threshold has FPR < {AUPRO_FPR_LIMIT}; over "
-                         f"{AUPRO_FPR_LIMIT:.0%} of normal pixels share the top of the map's range")
+        raise ValueError(
+            f"AUPRO (sklearn): no threshold has FPR < {AUPRO_FPR_LIMIT}; over "
+            f"{AUPRO_FPR_LIMIT:.0%} of normal pixels share the top of the map's range"
+        )
     fpr, pro = fpr[kept], pro[kept]
     fpr_span = fpr.max() - fpr.min()
     if fpr_span == 0:
@@ -359,14 +357,14 @@ def aupro_sklearn(curve: PixelCurve, defect_values, defect_weights, n_regions: i
     return float(auc((fpr - fpr.min()) / fpr_span, pro))
 
 
-def aupro_adeval(curve: PixelCurve, defect_values, defect_weights, n_regions: int, vmin, vmax,
-                 nstrips: int = ADEVAL_NSTRIPS) -> float:
+def aupro_adeval(
+    curve: PixelCurve, defect_values, defect_weights, n_regions: int, vmin, vmax, nstrips: int = ADEVAL_NSTRIPS
+) -> float:
     """ADEval's AUPRO: region-weighted TPR vs FPR at ``nstrips + 1`` binned thresholds (>=),
     trapezoid area up to FPR 0.3 with linear interpolation at 0.3, divided by 0.3.
     """
     thresholds = _adeval_thresholds(vmin, vmax, nstrips)
-    pro = _weighted_fraction_above(defect_values, defect_weights, n_regions, thresholds,
-                                   inclusive=True)
+    pro = _weighted_fraction_above(defect_values, defect_weights, n_regions, thresholds, inclusive=True)
     _, fp = curve.counts_above(thresholds, inclusive=True)
     fpr = fp / curve.n_neg
     # Highest threshold first: FPR ascends from its smallest value to 1.
@@ -377,8 +375,10 @@ def _area_up_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
     """Trapezoid area of the polyline (x ascending) from x[0] to ``limit``, interpolating at it."""
     below = x <= limit
     if not below.any():
-        raise ValueError(f"AUPRO (adeval): no threshold has FPR <= {limit}; over {limit:.0%} of "
-                         "normal pixels share the top of the map's range")
+        raise ValueError(
+            f"AUPRO (adeval): no threshold has FPR <= {limit}; over {limit:.0%} of "
+            "normal pixels share the top of the map's range"
+        )
     area = _trapezoid(y[below], x[below])
     last = int(np.flatnonzero(below)[-1])
     if last + 1 < x.size:
@@ -427,8 +427,7 @@ def _adeval_thresholds(vmin, vmax, nstrips: int) -> np.ndarray:
 def _f1(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
     """2PR/(P+R), 0 where P+R = 0 (ADer drops those non-finite points; 0 never wins a max > 0)."""
     denominator = precision + recall
-    return np.divide(2 * precision * recall, denominator, out=np.zeros_like(denominator),
-                     where=denominator > 0)
+    return np.divide(2 * precision * recall, denominator, out=np.zeros_like(denominator), where=denominator > 0)
 
 
 def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
@@ -467,13 +466,15 @@ def _validated_image_inputs(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     if not np.all(np.isfinite(scores)):
         raise ValueError("scores: contains NaN or inf")
     if not np.isin(labels, (0, 1)).all():
-        raise ValueError(f"labels: expected only 0 (normal) and 1 (defective), got values "
-                         f"{np.unique(labels)[:10].tolist()}")
+        raise ValueError(
+            f"labels: expected only 0 (normal) and 1 (defective), got values {np.unique(labels)[:10].tolist()}"
+        )
     labels = labels.astype(np.int64)
     n_defective = int(labels.sum())
     if n_defective == 0:
-        raise ValueError("labels: no anomalous images (all 0): AUROC/AP/F1 are undefined for a "
-                         "category without defects")
+        raise ValueError(
+            "labels: no anomalous images (all 0): AUROC/AP/F1 are undefined for a category without defects"
+        )
     if n_defective == labels.size:
         raise ValueError("labels: no normal images (all 1): AUROC/AP/F1 need normal images too")
     return scores, labels
@@ -504,12 +505,17 @@ def _validated_inputs(scores, labels, maps, masks):
         raise ValueError("masks: every pixel is a defect; pixel metrics need normal pixels")
     labelled_normal_with_defect = np.flatnonzero(has_defect_pixels & (labels == 0))
     if labelled_normal_with_defect.size:
-        raise ValueError(f"labels/masks: images {labelled_normal_with_defect[:10].tolist()} are "
-                         "labelled normal (0) but their masks have defect pixels")
+        raise ValueError(
+            f"labels/masks: images {labelled_normal_with_defect[:10].tolist()} are "
+            "labelled normal (0) but their masks have defect pixels"
+        )
     labelled_defective_empty = np.flatnonzero(~has_defect_pixels & (labels == 1))
     if labelled_defective_empty.size:
         # ADer derives the label from the (resized) mask; a defect lost in resizing would make it
         # normal there. Here the given label counts for the image metrics; its pixels are normal.
-        warnings.warn(f"{labelled_defective_empty.size} image(s) labelled defective have an empty "
-                      f"mask (first: {labelled_defective_empty[:5].tolist()})", stacklevel=3)
+        warnings.warn(
+            f"{labelled_defective_empty.size} image(s) labelled defective have an empty "
+            f"mask (first: {labelled_defective_empty[:5].tolist()})",
+            stacklevel=3,
+        )
     return scores, labels, maps, masks

@@ -5,6 +5,7 @@ HybridBlock → MambaAD's LSS → fusers → decoders → the model → paramete
 Everything follows shared/docs/MODEL_SPEC.md; section numbers (§) point there.
 MMAD: https://github.com/xyd2023/MMAD · MambaAD: https://arxiv.org/abs/2404.06564
 """
+
 from __future__ import annotations
 
 import math
@@ -54,10 +55,13 @@ class LayerNorm2d(nn.LayerNorm):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-def conv_bn_act(cin: int, cout: int, k: int, stride: int = 1, dilation: int = 1, bias: bool = False,
-                act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+def conv_bn_act(
+    cin: int, cout: int, k: int, stride: int = 1, dilation: int = 1, bias: bool = False, act: type[nn.Module] = nn.ReLU
+) -> nn.Sequential:
     pad = dilation * (k // 2)
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, pad, dilation=dilation, bias=bias), nn.BatchNorm2d(cout), act())
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride, pad, dilation=dilation, bias=bias), nn.BatchNorm2d(cout), act()
+    )
 
 
 class GaussianBlur(nn.Module):
@@ -137,8 +141,16 @@ class DirectionalScan(nn.Module):
 class SS2D(nn.Module):
     """VMamba's 2-D selective scan with hybrid scan orders (§2.4). Channels-last in and out."""
 
-    def __init__(self, d_model: int, size: int, curve: str = "hilbert", num_directions: int = 8,
-                 d_state: int = 16, expand: int = 2, dropout: float = 0.0):
+    def __init__(
+        self,
+        d_model: int,
+        size: int,
+        curve: str = "hilbert",
+        num_directions: int = 8,
+        d_state: int = 16,
+        expand: int = 2,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         d_inner = expand * d_model
         rank = math.ceil(d_model / 16)
@@ -160,13 +172,15 @@ class SS2D(nn.Module):
 
     @torch.no_grad()
     def reset_ssm_parameters(self, dt_min: float = 1e-3, dt_max: float = 0.1, dt_floor: float = 1e-4) -> None:
-        bound = self.d_inner ** -0.5  # nn.Linear's default init, as the stacked projections had
+        bound = self.d_inner**-0.5  # nn.Linear's default init, as the stacked projections had
         nn.init.uniform_(self.x_proj_weight, -bound, bound)
-        nn.init.uniform_(self.dt_projs_weight, -self.rank ** -0.5, self.rank ** -0.5)
+        nn.init.uniform_(self.dt_projs_weight, -(self.rank**-0.5), self.rank**-0.5)
         dt = torch.exp(torch.rand_like(self.dt_projs_bias) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         dt = dt.clamp(min=dt_floor)
         self.dt_projs_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus⁻¹
-        self.A_logs.copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).repeat(self.A_logs.shape[0], 1))
+        self.A_logs.copy_(
+            torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).repeat(self.A_logs.shape[0], 1)
+        )
         self.Ds.fill_(1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, H, W, C]
@@ -179,9 +193,15 @@ class SS2D(nn.Module):
         dts = torch.matmul(self.dt_projs_weight, dts)  # [B, K, d, L]
         length = h * w
         y = selective_scan(
-            xs.reshape(b, -1, length), dts.reshape(b, -1, length), -torch.exp(self.A_logs.float()),
-            Bs.contiguous(), Cs.contiguous(), self.Ds.float(), self.dt_projs_bias.reshape(-1).float(),
-            delta_softplus=True, backend=self.scan_backend,
+            xs.reshape(b, -1, length),
+            dts.reshape(b, -1, length),
+            -torch.exp(self.A_logs.float()),
+            Bs.contiguous(),
+            Cs.contiguous(),
+            self.Ds.float(),
+            self.dt_projs_bias.reshape(-1).float(),
+            delta_softplus=True,
+            backend=self.scan_backend,
         ).view(b, self.num_directions, self.d_inner, length)
         y = self.scan.decode(y).transpose(1, 2).reshape(b, h, w, self.d_inner)
         y = self.out_norm(y) * F.silu(z)
@@ -261,10 +281,17 @@ class Mixer(nn.Module):
             for _ in range(cfg.groups)
         )
         self.ssm_pro = nn.Conv2d(dim, dim, 1)
-        self.local = nn.Sequential(*[
-            layer for k in (3, 5, 7)
-            for layer in (nn.Conv2d(dim, dim, k, padding=k // 2, groups=dim, bias=False), nn.InstanceNorm2d(dim), nn.SiLU())
-        ])
+        self.local = nn.Sequential(
+            *[
+                layer
+                for k in (3, 5, 7)
+                for layer in (
+                    nn.Conv2d(dim, dim, k, padding=k // 2, groups=dim, bias=False),
+                    nn.InstanceNorm2d(dim),
+                    nn.SiLU(),
+                )
+            ]
+        )
         self.project_out = nn.Conv2d(dim, dim, 1)
 
     def route_mask(self, p: torch.Tensor) -> torch.Tensor:  # p [B, H, W, 2] -> m [B, 1, H, W]
@@ -306,9 +333,15 @@ class HybridBlock(nn.Module):
 # ----------------------------------------------------------------------------------------------
 def local_branch(dim: int, k: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(dim, dim, 1), nn.InstanceNorm2d(dim), nn.SiLU(),
-        nn.Conv2d(dim, dim, k, padding=k // 2, groups=dim, bias=False), nn.InstanceNorm2d(dim), nn.SiLU(),
-        nn.Conv2d(dim, dim, 1), nn.InstanceNorm2d(dim), nn.SiLU(),
+        nn.Conv2d(dim, dim, 1),
+        nn.InstanceNorm2d(dim),
+        nn.SiLU(),
+        nn.Conv2d(dim, dim, k, padding=k // 2, groups=dim, bias=False),
+        nn.InstanceNorm2d(dim),
+        nn.SiLU(),
+        nn.Conv2d(dim, dim, 1),
+        nn.InstanceNorm2d(dim),
+        nn.SiLU(),
     )
 
 
@@ -337,8 +370,10 @@ class Bottleneck(nn.Module):
         super().__init__()
         cout = 4 * planes
         self.body = nn.Sequential(
-            conv_bn_act(cin, planes, 1), conv_bn_act(planes, planes, 3, stride),
-            nn.Conv2d(planes, cout, 1, bias=False), nn.BatchNorm2d(cout),
+            conv_bn_act(cin, planes, 1),
+            conv_bn_act(planes, planes, 3, stride),
+            nn.Conv2d(planes, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
         )
         self.downsample = None
         if stride != 1 or cin != cout:
@@ -369,7 +404,9 @@ class FPNFusion(nn.Module):
 
 def one_class_embedding(cin: int, embed_dim: int, n_blocks: int) -> nn.Sequential:
     planes = embed_dim // 4
-    return nn.Sequential(Bottleneck(cin, planes, stride=2), *(Bottleneck(embed_dim, planes) for _ in range(n_blocks - 1)))
+    return nn.Sequential(
+        Bottleneck(cin, planes, stride=2), *(Bottleneck(embed_dim, planes) for _ in range(n_blocks - 1))
+    )
 
 
 class ChannelAttention(nn.Module):
@@ -377,8 +414,9 @@ class ChannelAttention(nn.Module):
 
     def __init__(self, dim: int, reduction: int = 16):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Conv2d(dim, dim // reduction, 1, bias=False), nn.ReLU(),
-                                 nn.Conv2d(dim // reduction, dim, 1, bias=False))
+        self.mlp = nn.Sequential(
+            nn.Conv2d(dim, dim // reduction, 1, bias=False), nn.ReLU(), nn.Conv2d(dim // reduction, dim, 1, bias=False)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.mlp(x.mean(dim=(2, 3), keepdim=True)) + self.mlp(x.amax(dim=(2, 3), keepdim=True)))
@@ -389,7 +427,9 @@ class CAB(nn.Module):
 
     def __init__(self, dim: int, multiply: bool):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(dim, dim // 4, 3, padding=1), nn.GELU(), nn.Conv2d(dim // 4, dim, 3, padding=1))
+        self.body = nn.Sequential(
+            nn.Conv2d(dim, dim // 4, 3, padding=1), nn.GELU(), nn.Conv2d(dim // 4, dim, 3, padding=1)
+        )
         self.attention = ChannelAttention(dim)
         self.multiply = multiply
 
@@ -479,7 +519,7 @@ def drop_path_schedule(cfg: ModelConfig) -> list[list[float]]:
     rates = torch.linspace(0, cfg.drop_path, sum(depths)).flip(0).tolist()
     out, start = [], 0
     for n, depth in zip(cfg.blocks_per_stage, depths):
-        out.append(rates[start:start + n])
+        out.append(rates[start : start + n])
         start += depth
     return out
 
@@ -493,7 +533,7 @@ class Decoder(nn.Module):
         schedule = drop_path_schedule(cfg)
         self.stages = nn.ModuleList()
         for i, dim in enumerate(dims):
-            size = 8 * 2 ** i
+            size = 8 * 2**i
             layers = [] if i == 0 else [PatchExpand(dims[i - 1], dim)]
             for j, rate in enumerate(schedule[i]):
                 if cfg.arch == "mmad":
@@ -584,7 +624,9 @@ class AnomalyModel(nn.Module):
         return [p for n, p in self.named_parameters() if not n.startswith("encoder.")]
 
 
-def build_model(cfg: ModelConfig, encoder_weights: str | None = "default", random_encoder: bool = False) -> AnomalyModel:
+def build_model(
+    cfg: ModelConfig, encoder_weights: str | None = "default", random_encoder: bool = False
+) -> AnomalyModel:
     from .encoders import build_encoder
 
     encoder = build_encoder(cfg.encoder, weights=encoder_weights, random_init=random_encoder)
@@ -596,7 +638,9 @@ def build_model(cfg: ModelConfig, encoder_weights: str | None = "default", rando
 # ----------------------------------------------------------------------------------------------
 def count_parameters(model: AnomalyModel) -> dict[str, int]:
     """Weights per part, plus the scan index tables the published code stores as parameters."""
-    parts = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in ("encoder", "fuser", "decoder")}
+    parts = {
+        name: sum(p.numel() for p in getattr(model, name).parameters()) for name in ("encoder", "fuser", "decoder")
+    }
     index = sum(2 * m.length for m in model.modules() if isinstance(m, DirectionalScan))
     parts["trainable"] = sum(p.numel() for p in model.trainable_parameters())
     parts["total"] = parts["encoder"] + parts["fuser"] + parts["decoder"]

@@ -4,6 +4,7 @@ Tables take the per-category dicts of ``metrics.compute_metrics`` (values in per
 matplotlib's object API with the Agg canvas, never pyplot, so they work headless and leave no
 global state behind; matplotlib is imported only when a figure is drawn.
 """
+
 from __future__ import annotations
 
 import csv
@@ -33,8 +34,9 @@ class MetricsPaths(NamedTuple):
 # ----------------------------------------------------------------------------------------------
 # Tables
 # ----------------------------------------------------------------------------------------------
-def write_metrics(out_dir, per_category: Mapping[str, Mapping[str, float]],
-                  meta: Mapping | None = None) -> MetricsPaths:
+def write_metrics(
+    out_dir, per_category: Mapping[str, Mapping[str, float]], meta: Mapping | None = None
+) -> MetricsPaths:
     """Write ``metrics.json``, ``metrics.md`` and ``metrics.csv`` into ``out_dir`` (created).
 
     per_category: {category: {"I-AUROC": .., ..., "mAD": ..}} in percent, every key of
@@ -49,8 +51,7 @@ def write_metrics(out_dir, per_category: Mapping[str, Mapping[str, float]],
     _check_per_category(per_category)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = {category: {key: float(per_category[category][key]) for key in ALL_KEYS}
-            for category in per_category}
+    rows = {category: {key: float(per_category[category][key]) for key in ALL_KEYS} for category in per_category}
     mean = mean_metrics(rows)
 
     paths = MetricsPaths(out_dir / "metrics.json", out_dir / "metrics.md", out_dir / "metrics.csv")
@@ -63,12 +64,10 @@ def write_metrics(out_dir, per_category: Mapping[str, Mapping[str, float]],
 
 def metrics_markdown(rows: Mapping[str, Mapping[str, float]], mean: Mapping[str, float]) -> str:
     """A Markdown table: Category | I-AUROC | ... | mAD, one decimal, the mean row in bold."""
-    lines = ["| Category | " + " | ".join(ALL_KEYS) + " |",
-             "|---|" + "---:|" * len(ALL_KEYS)]
+    lines = ["| Category | " + " | ".join(ALL_KEYS) + " |", "|---|" + "---:|" * len(ALL_KEYS)]
     for category, values in rows.items():
         lines.append(f"| {category} | " + " | ".join(_one_decimal(values[k]) for k in ALL_KEYS) + " |")
-    lines.append(f"| **{MEAN_ROW}** | "
-                 + " | ".join(f"**{_one_decimal(mean[k])}**" for k in ALL_KEYS) + " |")
+    lines.append(f"| **{MEAN_ROW}** | " + " | ".join(f"**{_one_decimal(mean[k])}**" for k in ALL_KEYS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -117,8 +116,10 @@ def _jsonable_meta(meta: Mapping) -> dict:
             return [convert(v, f"{where}[{i}]") for i, v in enumerate(value)]
         if value is None or isinstance(value, (str, bool, int, float)):
             return value
-        raise ValueError(f"{where}: {type(value).__name__} is not JSON-serialisable; pass plain "
-                         "values (dataclasses.asdict for a config)")
+        raise ValueError(
+            f"{where}: {type(value).__name__} is not JSON-serialisable; pass plain "
+            "values (dataclasses.asdict for a config)"
+        )
 
     return convert(meta, "meta")
 
@@ -126,8 +127,9 @@ def _jsonable_meta(meta: Mapping) -> dict:
 # ----------------------------------------------------------------------------------------------
 # Figures
 # ----------------------------------------------------------------------------------------------
-def save_overlay_grid(path, images, maps, masks, scores, labels,
-                      titles: Sequence[str] | None = None, max_items: int = 24) -> Path:
+def save_overlay_grid(
+    path, images, maps, masks, scores, labels, titles: Sequence[str] | None = None, max_items: int = 24
+) -> Path:
     """A PNG grid: each test image with its anomaly map as a heat overlay and the GT contour.
 
     images [N,H,W,3] uint8, maps [N,H,W] float, masks [N,H,W] bool, scores [N], labels [N] {0,1},
@@ -151,8 +153,7 @@ def save_overlay_grid(path, images, maps, masks, scores, labels,
         axes.imshow(images[index])
         axes.imshow(maps[index], cmap=MAP_COLORMAP, alpha=0.45, vmin=low, vmax=high)
         if masks[index].any():
-            axes.contour(masks[index].astype(np.float32), levels=[0.5], colors=MASK_CONTOUR_COLOR,
-                         linewidths=1.0)
+            axes.contour(masks[index].astype(np.float32), levels=[0.5], colors=MASK_CONTOUR_COLOR, linewidths=1.0)
         name = f"{titles[index]}\n" if titles is not None else f"#{index}\n"
         state = "defect" if labels[index] else "good"
         axes.set_title(f"{name}score {scores[index]:.4g} | {state}", fontsize=7)
@@ -161,8 +162,7 @@ def save_overlay_grid(path, images, maps, masks, scores, labels,
     return _save(figure, path)
 
 
-def save_score_histogram(path, scores, labels, thresholds: Mapping[str, float] | None = None,
-                         bins: int = 40) -> Path:
+def save_score_histogram(path, scores, labels, thresholds: Mapping[str, float] | None = None, bins: int = 40) -> Path:
     """A PNG histogram of image scores, normal vs. defective, with one vertical line per threshold.
 
     scores [N] float, labels [N] {0,1}; thresholds: {name: score}, e.g.
@@ -183,8 +183,13 @@ def save_score_histogram(path, scores, labels, thresholds: Mapping[str, float] |
         axes.hist(chosen, bins=edges, alpha=0.55, color=colour, label=f"{name} (n={chosen.size})")
     line_colours = ("black", "tab:green", "tab:purple", "tab:orange", "tab:brown")
     for number, (name, value) in enumerate((thresholds or {}).items()):
-        axes.axvline(float(value), color=line_colours[number % len(line_colours)], linestyle="--",
-                     linewidth=1.2, label=f"{name} = {float(value):.4g}")
+        axes.axvline(
+            float(value),
+            color=line_colours[number % len(line_colours)],
+            linestyle="--",
+            linewidth=1.2,
+            label=f"{name} = {float(value):.4g}",
+        )
     axes.set_xlabel("image score")
     axes.set_ylabel("images")
     axes.legend(fontsize=8)
@@ -219,8 +224,12 @@ def _check_figure_inputs(images, maps, masks, scores, labels):
     n, height, width = images.shape[:3]
     maps, masks = np.asarray(maps, dtype=np.float32), np.asarray(masks).astype(bool)
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
-    for name, array, shape in (("maps", maps, (n, height, width)), ("masks", masks, (n, height, width)),
-                               ("scores", scores, (n,)), ("labels", labels, (n,))):
+    for name, array, shape in (
+        ("maps", maps, (n, height, width)),
+        ("masks", masks, (n, height, width)),
+        ("scores", scores, (n,)),
+        ("labels", labels, (n,)),
+    ):
         if array.shape != shape:
             raise ValueError(f"{name}: expected shape {shape} to match images, got {array.shape}")
     if n == 0:

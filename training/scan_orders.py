@@ -7,6 +7,7 @@ row-major and put through the curve, plus the 4 reversed sequences. We fold view
 reversal into one gather index per direction, so the model (and the exported ONNX graph) does
 one constant Gather per direction to encode and one to decode.
 """
+
 from __future__ import annotations
 
 import numpy as np

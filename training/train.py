@@ -4,11 +4,11 @@ Single process, or several through torchrun (DistributedDataParallel; gloo on CP
 Resumable: the checkpoint folder holds the optimizer and RNG states, and a resumed run continues
 the same schedule (same total iterations, same learning-rate drop).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import random
 import time
@@ -21,8 +21,16 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .checkpoint import (CheckpointError, CheckpointInfo, load_resume_state, load_state, load_tensors, read_info,
-                         save_checkpoint, WEIGHTS_FILE)
+from .checkpoint import (
+    WEIGHTS_FILE,
+    CheckpointError,
+    CheckpointInfo,
+    load_resume_state,
+    load_state,
+    load_tensors,
+    read_info,
+    save_checkpoint,
+)
 from .config import RunConfig
 from .data import ImageTransform, TrainDataset, find_categories, split_categories_holdout
 from .model import AnomalyModel, build_model, count_parameters
@@ -120,9 +128,17 @@ class ImagesOnly(Dataset):
 # ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
-def train(cfg: RunConfig, data_roots: list[str], out_dir: str | Path, *, resume: bool = False,
-          encoder_weights: str | None = "default", random_encoder: bool = False, device: str = "cpu",
-          log=print) -> Path:
+def train(
+    cfg: RunConfig,
+    data_roots: list[str],
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    encoder_weights: str | None = "default",
+    random_encoder: bool = False,
+    device: str = "cpu",
+    log=print,
+) -> Path:
     """Train one model on all categories under `data_roots`; returns the checkpoint folder."""
     out_dir = Path(out_dir)
     rank, world = distributed_context()
@@ -142,15 +158,34 @@ def train(cfg: RunConfig, data_roots: list[str], out_dir: str | Path, *, resume:
     elif cfg.model.normalize_features:
         model.feature_scale.copy_(feature_rms(model, ImagesOnly(train_set), tc.batch_size, device))
         if main:
-            log(f"encoder feature scales (RMS over training images): {[round(v, 3) for v in model.feature_scale.tolist()]}")
-    source: Dataset = FeatureCache(model, ImagesOnly(train_set), tc.batch_size, device, main) if tc.cache_features else ImagesOnly(train_set)
-    sampler = torch.utils.data.distributed.DistributedSampler(source, world, rank, shuffle=True, seed=tc.seed, drop_last=True) if world > 1 else None
+            log(
+                f"encoder feature scales (RMS over training images): {[round(v, 3) for v in model.feature_scale.tolist()]}"
+            )
+    source: Dataset = (
+        FeatureCache(model, ImagesOnly(train_set), tc.batch_size, device, main)
+        if tc.cache_features
+        else ImagesOnly(train_set)
+    )
+    sampler = (
+        torch.utils.data.distributed.DistributedSampler(source, world, rank, shuffle=True, seed=tc.seed, drop_last=True)
+        if world > 1
+        else None
+    )
     generator = torch.Generator().manual_seed(tc.seed)
     if len(source) // world < tc.batch_size:
-        raise ValueError(f"{len(source)} training images are fewer than one batch of {tc.batch_size} per process; "
-                         "lower --batch-size or add images")
-    loader = DataLoader(source, batch_size=tc.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
-                        generator=generator, num_workers=tc.num_workers)
+        raise ValueError(
+            f"{len(source)} training images are fewer than one batch of {tc.batch_size} per process; "
+            "lower --batch-size or add images"
+        )
+    loader = DataLoader(
+        source,
+        batch_size=tc.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=True,
+        generator=generator,
+        num_workers=tc.num_workers,
+    )
     iters_per_epoch = len(loader)
     total_iters = tc.epochs * iters_per_epoch
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(tc.lr_drop_at * total_iters)], gamma=0.1)
@@ -166,9 +201,11 @@ def train(cfg: RunConfig, data_roots: list[str], out_dir: str | Path, *, resume:
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        log(f"training {cfg.model.arch} ({cfg.preset}) on {', '.join(info.categories)}: {len(train_set)} images "
+        log(
+            f"training {cfg.model.arch} ({cfg.preset}) on {', '.join(info.categories)}: {len(train_set)} images "
             f"({sum(len(h.train) for h in holdout)} held out for the threshold), {tc.epochs} epochs × "
-            f"{iters_per_epoch} iterations, batch {tc.batch_size}×{world}, lr {tc.lr * world:g}, device {device}")
+            f"{iters_per_epoch} iterations, batch {tc.batch_size}×{world}, lr {tc.lr * world:g}, device {device}"
+        )
         log("parameters: " + ", ".join(f"{k} {v / 1e6:.3f} M" for k, v in count_parameters(model).items()))
 
     started = time.time()
@@ -190,11 +227,17 @@ def train(cfg: RunConfig, data_roots: list[str], out_dir: str | Path, *, resume:
             n = batch[0].shape[0] if tc.cache_features else batch.shape[0]
             loss_sum, seen = loss_sum + loss.item() * n, seen + n
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen * world / (time.time() - t0):.1f}")
-        info.progress = {"epoch": epoch + 1, "iteration": (epoch + 1) * iters_per_epoch, "total_iterations": total_iters,
-                         "finished": epoch + 1 == tc.epochs}
+        info.progress = {
+            "epoch": epoch + 1,
+            "iteration": (epoch + 1) * iters_per_epoch,
+            "total_iterations": total_iters,
+            "finished": epoch + 1 == tc.epochs,
+        }
         if main:
-            log(f"epoch {epoch + 1}/{tc.epochs} loss {loss_sum / max(seen, 1):.5f} "
-                f"lr {scheduler.get_last_lr()[0]:.2e} {seen * world / (time.time() - t0):.1f} img/s")
+            log(
+                f"epoch {epoch + 1}/{tc.epochs} loss {loss_sum / max(seen, 1):.5f} "
+                f"lr {scheduler.get_last_lr()[0]:.2e} {seen * world / (time.time() - t0):.1f} img/s"
+            )
             if tc.eval_every and (epoch + 1) % tc.eval_every == 0 and epoch + 1 < tc.epochs:
                 info.history.append({"epoch": epoch + 1, **periodic_eval(model, categories, transform, device)})
                 log(f"  eval: {info.history[-1]}")
@@ -241,9 +284,13 @@ def resume_state(optimizer, scheduler, generator) -> dict[str, torch.Tensor]:
 def load_saved_weights(out_dir: Path, model, cfg: RunConfig) -> CheckpointInfo:
     """The weights of the run to resume, after checking it was started with the same configuration."""
     saved = read_info(out_dir)
-    if saved.config.model != cfg.model or dataclasses.replace(saved.config.train, max_minutes=0) != dataclasses.replace(cfg.train, max_minutes=0):
-        raise CheckpointError(f"{out_dir}: --resume needs the same configuration the run started with "
-                              f"(saved preset '{saved.config.preset}'); see {out_dir}/checkpoint.json")
+    if saved.config.model != cfg.model or dataclasses.replace(saved.config.train, max_minutes=0) != dataclasses.replace(
+        cfg.train, max_minutes=0
+    ):
+        raise CheckpointError(
+            f"{out_dir}: --resume needs the same configuration the run started with "
+            f"(saved preset '{saved.config.preset}'); see {out_dir}/checkpoint.json"
+        )
     load_state(model, load_tensors(out_dir / WEIGHTS_FILE, saved.weights_sha256), out_dir / WEIGHTS_FILE)
     return saved
 
@@ -288,12 +335,17 @@ def holdout_threshold(model, holdout: list, transform, tc, device) -> dict:
     if not holdout:
         return {}
     scores = predict_scores(model, TrainDataset(holdout, transform), device)
-    return {"normal_quantile": float(normal_quantile_threshold(scores, tc.threshold_quantile)),
-            "normal_quantile_q": tc.threshold_quantile, "normal_holdout_images": int(len(scores))}
+    return {
+        "normal_quantile": float(normal_quantile_threshold(scores, tc.threshold_quantile)),
+        "normal_quantile_q": tc.threshold_quantile,
+        "normal_holdout_images": int(len(scores)),
+    }
 
 
 def periodic_eval(model, categories, transform, device) -> dict:
     from .evaluate import evaluate_model
 
     per_cat, _, _ = evaluate_model(model, categories, transform, device, progress=False)
-    return {cat: {k: round(v, 2) for k, v in m.items() if k in ("I-AUROC", "P-AUROC", "mAD")} for cat, m in per_cat.items()}
+    return {
+        cat: {k: round(v, 2) for k, v in m.items() if k in ("I-AUROC", "P-AUROC", "mAD")} for cat, m in per_cat.items()
+    }

@@ -9,6 +9,7 @@ installed, with the ratios. Every kernel output is also checked against the floa
     python plugins/selective_scan/bench.py --lib plugins/build/selective_scan/libmmad_selective_scan.so
     python plugins/selective_scan/bench.py --build-dir plugins/build/bench      # builds for this GPU first
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,20 +45,20 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 @dataclass
 class BenchConfig:
-    lib: Path | None = None          # a built libmmad_selective_scan.so; else built into build_dir
+    lib: Path | None = None  # a built libmmad_selective_scan.so; else built into build_dir
     build_dir: Path = SCAN_DIR.parent / "build" / "bench"
     dtypes: tuple[str, ...] = ("fp32", "fp16")
     batches: tuple[int, ...] = (1,)
-    reps: int = 30                   # timed repetitions (median reported)
-    inner: int = 10                  # kernel launches per repetition
-    ref_reps: int = 3                # repetitions of the (slow) PyTorch reference
-    check: bool = True               # compare each kernel output with the float64 reference
+    reps: int = 30  # timed repetitions (median reported)
+    inner: int = 10  # kernel launches per repetition
+    ref_reps: int = 3  # repetitions of the (slow) PyTorch reference
+    check: bool = True  # compare each kernel output with the float64 reference
 
 
 @dataclass
 class Ceilings:
-    copy_bytes_per_s: float          # device-to-device copy, bytes read + written per second
-    exp2_per_s: float | None         # exp2f per second over the whole GPU (None without CuPy)
+    copy_bytes_per_s: float  # device-to-device copy, bytes read + written per second
+    exp2_per_s: float | None  # exp2f per second over the whole GPU (None without CuPy)
 
 
 @dataclass
@@ -66,11 +67,11 @@ class Row:
     dtype: str
     nchunks: int
     kernel_us: float
-    timing: str                      # "graph" or "stream"
+    timing: str  # "graph" or "stream"
     bytes_per_s: float
     exp_per_s: float
     elements_per_s: float
-    bound_us: float                  # max(bytes / copy rate, exps / exp rate)
+    bound_us: float  # max(bytes / copy rate, exps / exp rate)
     reference_us: float | None
     mamba_us: float | None
     rel_error: float | None
@@ -85,6 +86,7 @@ class Row:
 
 
 # ---- timing -------------------------------------------------------------------------------------------------
+
 
 def time_cuda(fn: Callable[[], object], reps: int, inner: int, use_graph: bool = True) -> tuple[float, str]:
     """Median seconds of one call of fn (which only enqueues GPU work on the current stream)."""
@@ -108,9 +110,11 @@ def time_cuda(fn: Callable[[], object], reps: int, inner: int, use_graph: bool =
             print(f"  (graph capture failed, timing on the stream: {exc})")
             torch.cuda.synchronize()
     if method == "stream":
+
         def run():
             for _ in range(inner):
                 fn()
+
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     run()
     torch.cuda.synchronize()
@@ -188,6 +192,7 @@ def mamba_scan() -> Callable | None:
 
 # ---- one problem -----------------------------------------------------------------------------------------------
 
+
 def compulsory_bytes(p, elem: int) -> int:
     """Bytes every implementation must move: u, delta, y [B, D, L], B, C [B, G, N, L] (io type), A, D, bias."""
     io = 3 * p.batch * p.dim * p.seqlen + 2 * p.batch * p.ngroups * p.dstate * p.seqlen
@@ -217,13 +222,14 @@ def bench_problem(lib, p, dtype_name: str, ceilings: Ceilings, cfg: BenchConfig,
         rel_error = problems.relative_error(scan.y, problems.reference_float64(inputs))
 
     from mmad.training.selective_scan import selective_scan_ref
-    ref_s, _ = time_cuda(lambda: selective_scan_ref(*args, delta_softplus=True), cfg.ref_reps, 1,
-                         use_graph=False)
+
+    ref_s, _ = time_cuda(lambda: selective_scan_ref(*args, delta_softplus=True), cfg.ref_reps, 1, use_graph=False)
     mamba_s = None
     if mamba is not None:
         try:
-            mamba_s, _ = time_cuda(lambda: mamba(*args[:6], z=None, delta_bias=args[6], delta_softplus=True),
-                                   cfg.reps, cfg.inner)
+            mamba_s, _ = time_cuda(
+                lambda: mamba(*args[:6], z=None, delta_bias=args[6], delta_softplus=True), cfg.reps, cfg.inner
+            )
         except Exception as exc:  # noqa: BLE001 - report and go on with the other columns
             print(f"  mamba-ssm failed on {p.label} {dtype_name}: {exc}")
 
@@ -232,13 +238,24 @@ def bench_problem(lib, p, dtype_name: str, ceilings: Ceilings, cfg: BenchConfig,
     bound = nbytes / ceilings.copy_bytes_per_s
     if ceilings.exp2_per_s:
         bound = max(bound, exps / ceilings.exp2_per_s)
-    return Row(shape=f"B{p.batch} D{p.dim} L{p.seqlen}", dtype=dtype_name, nchunks=nchunks,
-               kernel_us=seconds * 1e6, timing=method, bytes_per_s=nbytes / seconds, exp_per_s=exps / seconds,
-               elements_per_s=p.batch * p.dim * p.seqlen / seconds, bound_us=bound * 1e6,
-               reference_us=ref_s * 1e6, mamba_us=mamba_s * 1e6 if mamba_s else None, rel_error=rel_error)
+    return Row(
+        shape=f"B{p.batch} D{p.dim} L{p.seqlen}",
+        dtype=dtype_name,
+        nchunks=nchunks,
+        kernel_us=seconds * 1e6,
+        timing=method,
+        bytes_per_s=nbytes / seconds,
+        exp_per_s=exps / seconds,
+        elements_per_s=p.batch * p.dim * p.seqlen / seconds,
+        bound_us=bound * 1e6,
+        reference_us=ref_s * 1e6,
+        mamba_us=mamba_s * 1e6 if mamba_s else None,
+        rel_error=rel_error,
+    )
 
 
 # ---- report ----------------------------------------------------------------------------------------------------
+
 
 def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
@@ -247,19 +264,23 @@ def _fmt(value: float | None, spec: str) -> str:
 def markdown_table(rows: list[Row], ceilings: Ceilings) -> str:
     exp_rate = ceilings.exp2_per_s
     lines = [
-        ("| shape (N=16, G=8) | I/O | chunks | kernel µs | GB/s (% copy) | Gexp/s (% exp2 peak) | Melem/s "
-         "| of bound | PyTorch ref µs | ref / kernel | mamba-ssm µs | mamba / kernel | max rel err |"),
+        (
+            "| shape (N=16, G=8) | I/O | chunks | kernel µs | GB/s (% copy) | Gexp/s (% exp2 peak) | Melem/s "
+            "| of bound | PyTorch ref µs | ref / kernel | mamba-ssm µs | mamba / kernel | max rel err |"
+        ),
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         bw = f"{r.bytes_per_s / 1e9:.0f} ({100 * r.bytes_per_s / ceilings.copy_bytes_per_s:.0f}%)"
-        ex = (f"{r.exp_per_s / 1e9:.0f} ({100 * r.exp_per_s / exp_rate:.0f}%)" if exp_rate
-              else f"{r.exp_per_s / 1e9:.0f}")
+        ex = (
+            f"{r.exp_per_s / 1e9:.0f} ({100 * r.exp_per_s / exp_rate:.0f}%)" if exp_rate else f"{r.exp_per_s / 1e9:.0f}"
+        )
         lines.append(
             f"| {r.shape} | {r.dtype} | {r.nchunks} | {r.kernel_us:.1f} | {bw} | {ex} | {r.elements_per_s / 1e6:.0f} "
             f"| {r.bound_us / r.kernel_us:.2f} | {_fmt(r.reference_us, '.0f')} "
             f"| {_fmt(r.speedup_vs_reference, '.0f')}x | {_fmt(r.mamba_us, '.1f')} "
-            f"| {_fmt(r.speedup_vs_mamba, '.2f')} | {_fmt(r.rel_error, '.1e')} |")
+            f"| {_fmt(r.speedup_vs_mamba, '.2f')} | {_fmt(r.rel_error, '.1e')} |"
+        )
     return "\n".join(lines)
 
 
@@ -270,16 +291,19 @@ def run(cfg: BenchConfig) -> dict:
     arch = f"{props.major}{props.minor}"
     lib_path = cfg.lib
     if lib_path is None:
-        built, seconds = scan_build.build(scan_build.BuildConfig(
-            cfg.build_dir, cuda_archs=arch, trt_plugin="OFF", targets=(scan_build.CUDA_LIBRARY,)))
+        built, seconds = scan_build.build(
+            scan_build.BuildConfig(cfg.build_dir, cuda_archs=arch, trt_plugin="OFF", targets=(scan_build.CUDA_LIBRARY,))
+        )
         print(f"built libmmad_selective_scan.so for sm_{arch} in {seconds:.1f} s")
         lib_path = built / f"lib{scan_build.CUDA_LIBRARY}.so"
     lib = scan_cuda.ScanLibrary(lib_path)
     device = f"{props.name} (sm_{arch}, {props.multi_processor_count} SMs)"
     print(f"device: {device}; torch {torch.__version__}, CUDA {torch.version.cuda}")
     ceilings = Ceilings(measure_copy_rate(), measure_exp2_rate(props.multi_processor_count))
-    print(f"ceilings: copy {ceilings.copy_bytes_per_s / 1e9:.0f} GB/s (read + write); exp2f "
-          f"{_fmt(ceilings.exp2_per_s and ceilings.exp2_per_s / 1e9, '.0f')} G/s")
+    print(
+        f"ceilings: copy {ceilings.copy_bytes_per_s / 1e9:.0f} GB/s (read + write); exp2f "
+        f"{_fmt(ceilings.exp2_per_s and ceilings.exp2_per_s / 1e9, '.0f')} G/s"
+    )
     mamba = mamba_scan()
     print(f"mamba-ssm: {'installed' if mamba else 'not installed'}")
 
@@ -288,19 +312,30 @@ def run(cfg: BenchConfig) -> dict:
         for dim, seqlen in problems.MMAD_STAGE_SHAPES:
             for dtype_name in cfg.dtypes:
                 row = bench_problem(lib, problems.Problem(batch, dim, seqlen), dtype_name, ceilings, cfg, mamba)
-                print(f"  {row.shape} {row.dtype}: kernel {row.kernel_us:.1f} us ({row.timing}, {row.nchunks} chunks), "
-                      f"reference {_fmt(row.reference_us, '.0f')} us, mamba {_fmt(row.mamba_us, '.1f')} us, "
-                      f"err {_fmt(row.rel_error, '.1e')}")
+                print(
+                    f"  {row.shape} {row.dtype}: kernel {row.kernel_us:.1f} us ({row.timing}, {row.nchunks} chunks), "
+                    f"reference {_fmt(row.reference_us, '.0f')} us, mamba {_fmt(row.mamba_us, '.1f')} us, "
+                    f"err {_fmt(row.rel_error, '.1e')}"
+                )
                 rows.append(row)
     table = markdown_table(rows, ceilings)
-    print(f"\nSelective scan on {device}: medians of {cfg.reps} x {cfg.inner} launches "
-          f"(reference: {cfg.ref_reps} calls)\n")
+    print(
+        f"\nSelective scan on {device}: medians of {cfg.reps} x {cfg.inner} launches "
+        f"(reference: {cfg.ref_reps} calls)\n"
+    )
     print(table)
-    return {"device": device, "torch": torch.__version__, "cuda": torch.version.cuda,
-            "ceilings": asdict(ceilings), "config": {k: str(v) for k, v in asdict(cfg).items()},
-            "rows": [asdict(r) | {"speedup_vs_reference": r.speedup_vs_reference,
-                                  "speedup_vs_mamba": r.speedup_vs_mamba} for r in rows],
-            "markdown": table}
+    return {
+        "device": device,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "ceilings": asdict(ceilings),
+        "config": {k: str(v) for k, v in asdict(cfg).items()},
+        "rows": [
+            asdict(r) | {"speedup_vs_reference": r.speedup_vs_reference, "speedup_vs_mamba": r.speedup_vs_mamba}
+            for r in rows
+        ],
+        "markdown": table,
+    }
 
 
 def main() -> None:
@@ -316,8 +351,16 @@ def main() -> None:
     parser.add_argument("--out-json", type=Path, help="write the results as JSON")
     parser.add_argument("--out-md", type=Path, help="write the table as Markdown")
     args = parser.parse_args()
-    cfg = BenchConfig(args.lib, args.build_dir, tuple(args.dtypes), tuple(args.batches), args.reps, args.inner,
-                      args.ref_reps, not args.no_check)
+    cfg = BenchConfig(
+        args.lib,
+        args.build_dir,
+        tuple(args.dtypes),
+        tuple(args.batches),
+        args.reps,
+        args.inner,
+        args.ref_reps,
+        not args.no_check,
+    )
     result = run(cfg)
     if args.out_json:
         args.out_json.write_text(json.dumps(result, indent=2))

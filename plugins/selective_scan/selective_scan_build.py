@@ -4,6 +4,7 @@
 
 Torch-free and importable by path (plugins/ is not a Python package).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,7 +56,11 @@ def build(cfg: BuildConfig) -> tuple[Path, float]:
     """Configure and build cfg.targets; returns (folder of the built files, seconds taken)."""
     start = time.perf_counter()
     configure = [
-        "cmake", "-S", str(PLUGINS_DIR), "-B", str(cfg.build_dir),
+        "cmake",
+        "-S",
+        str(PLUGINS_DIR),
+        "-B",
+        str(cfg.build_dir),
         f"-DCMAKE_BUILD_TYPE={cfg.build_type}",
         f"-DCMAKE_CUDA_ARCHITECTURES={cfg.cuda_archs}",
         f"-DMMAD_BUILD_TRT_PLUGIN={cfg.trt_plugin}",

@@ -8,6 +8,7 @@ Shapes (shared/docs/SELECTIVE_SCAN_OP.md): u, delta [B, D, L] float32/float16 on
 A [D, N] float32; B, C [B, G, N, L] like u; D, delta_bias [D] float32. Returns y [B, D, L] like u.
 Importable by path (plugins/ is not a Python package).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -75,13 +76,17 @@ class ScanLibrary:
     def _verify_layout(self) -> None:
         size = self._lib.mmad_selective_scan_params_size()
         if size != ctypes.sizeof(ScanParams):
-            raise RuntimeError(f"{self.path}: SelectiveScanParams is {size} bytes, the ctypes mirror "
-                               f"{ctypes.sizeof(ScanParams)}: rebuild the library")
+            raise RuntimeError(
+                f"{self.path}: SelectiveScanParams is {size} bytes, the ctypes mirror "
+                f"{ctypes.sizeof(ScanParams)}: rebuild the library"
+            )
         for name, _ in ScanParams._fields_:
             offset = self._lib.mmad_selective_scan_params_offset(name.encode())
             if offset != getattr(ScanParams, name).offset:
-                raise RuntimeError(f"{self.path}: field {name} at offset {offset}, the ctypes mirror has "
-                                   f"{getattr(ScanParams, name).offset}: rebuild the library")
+                raise RuntimeError(
+                    f"{self.path}: field {name} at offset {offset}, the ctypes mirror has "
+                    f"{getattr(ScanParams, name).offset}: rebuild the library"
+                )
 
     def check(self, params: ScanParams) -> str | None:
         """None when the launcher accepts params, else its reason."""
@@ -106,17 +111,33 @@ class ScanLibrary:
         return self._lib.mmad_selective_scan_error_string(code).decode()
 
 
-def make_params(u, delta, A, B, C, D, delta_bias, y, delta_softplus: bool = True, chunk_len: int = 0,
-                num_sms: int = 0) -> ScanParams:
+def make_params(
+    u, delta, A, B, C, D, delta_bias, y, delta_softplus: bool = True, chunk_len: int = 0, num_sms: int = 0
+) -> ScanParams:
     """Fill ScanParams from tensors (shapes read off u, A and B; the library checks the rest)."""
     if u.dim() != 3 or A.dim() != 2 or B.dim() != 4:
-        raise ValueError(f"selective_scan_cuda: u must be [B, D, L], A [D, N], B [B, G, N, L]; got "
-                         f"{tuple(u.shape)}, {tuple(A.shape)}, {tuple(B.shape)}")
+        raise ValueError(
+            f"selective_scan_cuda: u must be [B, D, L], A [D, N], B [B, G, N, L]; got "
+            f"{tuple(u.shape)}, {tuple(A.shape)}, {tuple(B.shape)}"
+        )
     return ScanParams(
-        batch=u.shape[0], dim=u.shape[1], seqlen=u.shape[2], dstate=A.shape[1], ngroups=B.shape[1],
-        delta_softplus=int(delta_softplus), io_dtype=IO_DTYPES[u.dtype], chunk_len=chunk_len, num_sms=num_sms,
-        u=u.data_ptr(), delta=delta.data_ptr(), A=A.data_ptr(), Bmat=B.data_ptr(), Cmat=C.data_ptr(),
-        Dskip=D.data_ptr(), delta_bias=delta_bias.data_ptr(), y=y.data_ptr(),
+        batch=u.shape[0],
+        dim=u.shape[1],
+        seqlen=u.shape[2],
+        dstate=A.shape[1],
+        ngroups=B.shape[1],
+        delta_softplus=int(delta_softplus),
+        io_dtype=IO_DTYPES[u.dtype],
+        chunk_len=chunk_len,
+        num_sms=num_sms,
+        u=u.data_ptr(),
+        delta=delta.data_ptr(),
+        A=A.data_ptr(),
+        Bmat=B.data_ptr(),
+        Cmat=C.data_ptr(),
+        Dskip=D.data_ptr(),
+        delta_bias=delta_bias.data_ptr(),
+        y=y.data_ptr(),
     )
 
 
@@ -155,12 +176,22 @@ class PreparedScan:
         """Enqueue the kernel on PyTorch's current stream of y's device."""
         code = self.lib.launch(self.params, torch.cuda.current_stream(self.y.device).cuda_stream)
         if code != 0:
-            raise RuntimeError(f"selective_scan_cuda: launch failed: {self.lib.error_string(code)} "
-                               f"(cudaError {code})")
+            raise RuntimeError(f"selective_scan_cuda: launch failed: {self.lib.error_string(code)} (cudaError {code})")
 
 
-def prepare_scan(lib: ScanLibrary, u, delta, A, B, C, D, delta_bias, delta_softplus: bool = True,
-                 chunk_len: int = 0, num_sms: int = 0) -> PreparedScan:
+def prepare_scan(
+    lib: ScanLibrary,
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D,
+    delta_bias,
+    delta_softplus: bool = True,
+    chunk_len: int = 0,
+    num_sms: int = 0,
+) -> PreparedScan:
     """Check the tensors, allocate y and the workspace, fill the parameters."""
     _check_tensors(u, delta, A, B, C, D, delta_bias)
     y = torch.empty_like(u)
@@ -176,8 +207,19 @@ def prepare_scan(lib: ScanLibrary, u, delta, A, B, C, D, delta_bias, delta_softp
     return PreparedScan(lib, params, y, workspace, (u, delta, A, B, C, D, delta_bias))
 
 
-def selective_scan_cuda(lib: ScanLibrary, u, delta, A, B, C, D, delta_bias, delta_softplus: bool = True,
-                        chunk_len: int = 0, num_sms: int = 0) -> torch.Tensor:
+def selective_scan_cuda(
+    lib: ScanLibrary,
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D,
+    delta_bias,
+    delta_softplus: bool = True,
+    chunk_len: int = 0,
+    num_sms: int = 0,
+) -> torch.Tensor:
     """y = selective scan of the contract, computed by the CUDA kernel on the current stream."""
     scan = prepare_scan(lib, u, delta, A, B, C, D, delta_bias, delta_softplus, chunk_len, num_sms)
     with torch.cuda.device(u.device):

@@ -3,6 +3,7 @@
 Shapes as in selective_scan.h: u, delta [B, D, L]; A [D, N]; B, C [B, G, N, L]; D, delta_bias [D].
 Importable by path (plugins/ is not a Python package); needs torch.
 """
+
 from __future__ import annotations
 
 import re
@@ -34,8 +35,14 @@ class Problem:
         return f"B{self.batch}-D{self.dim}-L{self.seqlen}-N{self.dstate}-G{self.ngroups}"
 
 
-def make_inputs(problem: Problem, dtype: torch.dtype, seed: int = 0, slow_decay: bool = False,
-                positive_delta: bool = False, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+def make_inputs(
+    problem: Problem,
+    dtype: torch.dtype,
+    seed: int = 0,
+    slow_decay: bool = False,
+    positive_delta: bool = False,
+    device: str | torch.device = "cpu",
+) -> dict[str, torch.Tensor]:
     """Random inputs shaped like a trained Mamba block's: A = -exp(.) < 0, Delta around 0.05..1.
 
     slow_decay draws A and Delta small, so states remember hundreds of steps and chunk boundaries matter:
@@ -67,7 +74,7 @@ def make_inputs(problem: Problem, dtype: torch.dtype, seed: int = 0, slow_decay:
     }
     if positive_delta:
         inputs["delta"] = torch.nn.functional.softplus(inputs["delta"]) + 0.5
-    
+
     io = ("u", "delta", "B", "C")
     return {k: v.to(device=device, dtype=dtype if k in io else torch.float32).contiguous() for k, v in inputs.items()}
 
@@ -82,8 +89,9 @@ def reference_float64(inputs: dict[str, torch.Tensor], delta_softplus: bool = Tr
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return selective_scan_ref(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["delta_bias"],
-                                  delta_softplus=delta_softplus)
+        return selective_scan_ref(
+            x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["delta_bias"], delta_softplus=delta_softplus
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -106,8 +114,14 @@ def write_inputs(folder: Path, inputs: dict[str, torch.Tensor]) -> None:
         (folder / f"{name}.bin").write_bytes(inputs[name].detach().cpu().contiguous().numpy().tobytes())
 
 
-def run_host_harness(harness: Path, folder: Path, inputs: dict[str, torch.Tensor], delta_softplus: bool = True,
-                     chunk_len: int = 0, num_sms: int = 16) -> tuple[torch.Tensor, dict[str, int]]:
+def run_host_harness(
+    harness: Path,
+    folder: Path,
+    inputs: dict[str, torch.Tensor],
+    delta_softplus: bool = True,
+    chunk_len: int = 0,
+    num_sms: int = 16,
+) -> tuple[torch.Tensor, dict[str, int]]:
     """Run the harness on `inputs`; returns (y [B, D, L] in u's dtype, the launch layout it used)."""
     write_inputs(folder, inputs)
     b, d, length = inputs["u"].shape
@@ -116,8 +130,19 @@ def run_host_harness(harness: Path, folder: Path, inputs: dict[str, torch.Tensor
     if dtype not in (torch.float32, torch.float16):
         raise ValueError(f"host harness: u must be float32 or float16, got {dtype}")
     tag = "f16" if dtype == torch.float16 else "f32"
-    cmd = [str(harness), str(folder), str(b), str(d), str(length), str(n), str(groups),
-           str(int(delta_softplus)), tag, str(chunk_len), str(num_sms)]
+    cmd = [
+        str(harness),
+        str(folder),
+        str(b),
+        str(d),
+        str(length),
+        str(n),
+        str(groups),
+        str(int(delta_softplus)),
+        tag,
+        str(chunk_len),
+        str(num_sms),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"host harness failed ({' '.join(cmd)}): {proc.stderr.strip()}")

@@ -8,6 +8,7 @@ ends the client sees the stream end; `mmad stream` then reconnects and the file 
 also shows the reconnect path at work. Needs GStreamer's RTSP server bindings
 (Debian: gir1.2-gst-rtsp-server-1.0; samples/install.sh installs them). Ctrl-C stops it.
 """
+
 from __future__ import annotations
 
 import argparse

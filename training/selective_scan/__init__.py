@@ -10,13 +10,18 @@ The CUDA kernel and the TensorRT plugin live in plugins/selective_scan/.
 
 Attributes load lazily, so `import mmad.training.selective_scan.cpu` does not import torch.
 """
+
 from __future__ import annotations
 
 import importlib
 
 _LAZY = {
-    "selective_scan": "op", "resolve_backend": "op", "mamba_available": "op", "BACKENDS": "op",
-    "selective_scan_ref": "reference", "check_shapes": "reference",
+    "selective_scan": "op",
+    "resolve_backend": "op",
+    "mamba_available": "op",
+    "BACKENDS": "op",
+    "selective_scan_ref": "reference",
+    "check_shapes": "reference",
 }
 __all__ = sorted(_LAZY)
 

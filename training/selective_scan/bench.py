@@ -10,6 +10,7 @@ For every (D, L) that MMAD's scans use at 256x256 input (B=1, N=16, G=8) it prin
 the speed-ups, and the C++ output's error relative to the reference (max|cpp - ref| / max|ref|, both
 float32 here; the tests check against float64).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,15 @@ class BenchRow:
     rel_err: float
 
 
-def make_inputs(batch: int, dim: int, length: int, nstate: int = NSTATE, groups: int = GROUPS,
-                dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[torch.Tensor, ...]:
+def make_inputs(
+    batch: int,
+    dim: int,
+    length: int,
+    nstate: int = NSTATE,
+    groups: int = GROUPS,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> tuple[torch.Tensor, ...]:
     """Inputs in the range a trained MambaAD/MMAD sees: A = -exp(A_log) with A_log ≈ log(1..N), and
     delta_bias chosen so that softplus(bias) spans 1e-3 .. 1e-1 (Mamba's dt initialisation)."""
     gen = torch.Generator().manual_seed(seed)
@@ -111,6 +119,7 @@ def _forward_backward(inputs, scan: Callable[..., torch.Tensor]) -> Callable[[],
         leaves = [t.detach().requires_grad_() for t in inputs]
         y = scan(*leaves)
         y.backward(torch.ones_like(y))
+
     return run
 
 
@@ -143,16 +152,21 @@ def run_benchmark(config: BenchConfig, shapes=STAGE_SHAPES) -> list[BenchRow]:
 
 
 def format_table(rows: list[BenchRow], config: BenchConfig) -> str:
-    title = (f"selective scan, float32, B={config.batch}, N={NSTATE}, G={GROUPS}, "
-             f"threads={torch.get_num_threads()}; medians in ms, ratio = baseline / C++")
-    head = (f"{'D':>5} {'L':>5} | {'fwd C++':>8} {'ref':>8} {'ratio':>6} {'loop':>8} {'ratio':>6} | "
-            f"{'f+b C++':>8} {'loop':>8} {'ratio':>6} | {'rel.err':>8}")
+    title = (
+        f"selective scan, float32, B={config.batch}, N={NSTATE}, G={GROUPS}, "
+        f"threads={torch.get_num_threads()}; medians in ms, ratio = baseline / C++"
+    )
+    head = (
+        f"{'D':>5} {'L':>5} | {'fwd C++':>8} {'ref':>8} {'ratio':>6} {'loop':>8} {'ratio':>6} | "
+        f"{'f+b C++':>8} {'loop':>8} {'ratio':>6} | {'rel.err':>8}"
+    )
     lines = [title, head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{r.dim:>5} {r.length:>5} | {r.cpp_fwd_ms:>8.2f} {r.ref_fwd_ms:>8.1f} {r.ref_fwd_ms / r.cpp_fwd_ms:>5.0f}x "
             f"{r.loop_fwd_ms:>8.1f} {r.loop_fwd_ms / r.cpp_fwd_ms:>5.0f}x | {r.cpp_fwdbwd_ms:>8.2f} "
-            f"{r.loop_fwdbwd_ms:>8.1f} {r.loop_fwdbwd_ms / r.cpp_fwdbwd_ms:>5.0f}x | {r.rel_err:>8.1e}")
+            f"{r.loop_fwdbwd_ms:>8.1f} {r.loop_fwdbwd_ms / r.cpp_fwdbwd_ms:>5.0f}x | {r.rel_err:>8.1e}"
+        )
     return "\n".join(lines)
 
 
@@ -163,8 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch and OpenMP threads")
     parser.add_argument("--batch", type=int, default=BenchConfig.batch)
     args = parser.parse_args(argv)
-    config = BenchConfig(repeats=args.repeats, ref_repeats=args.ref_repeats, threads=args.threads,
-                         batch=args.batch)
+    config = BenchConfig(repeats=args.repeats, ref_repeats=args.ref_repeats, threads=args.threads, batch=args.batch)
     print(format_table(run_benchmark(config), config))
 
 

@@ -14,6 +14,7 @@ The library is built with the system C++ compiler on first use and cached under
 $XDG_CACHE_HOME/mmad (default ~/.cache/mmad), keyed by a hash of the source, the flags, the compiler
 and the CPU (the build uses -march=native, so a cache shared between machines must not mix them).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -107,8 +108,13 @@ def _cpu_signature() -> str:
 def library_path(cxx: str) -> Path:
     """Where the library built by `cxx` from the current source lives in the cache."""
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(CXX_FLAGS + LINK_FLAGS).encode(), cxx.encode(),
-                 _compiler_version(cxx).encode(), _cpu_signature().encode()):
+    for part in (
+        SOURCE.read_bytes(),
+        " ".join(CXX_FLAGS + LINK_FLAGS).encode(),
+        cxx.encode(),
+        _compiler_version(cxx).encode(),
+        _cpu_signature().encode(),
+    ):
         key.update(part)
         key.update(b"\0")
     return cache_dir() / f"selective_scan_cpu-{key.hexdigest()[:20]}.so"
@@ -124,7 +130,8 @@ def build_library(cxx: str | None = None) -> Path:
     if cxx is None:
         raise ScanBuildError(
             "selective_scan: no C++ compiler found (tried $CXX, " + ", ".join(COMPILERS) + "); install one "
-            "(e.g. apt-get install g++) or use backend='reference'")
+            "(e.g. apt-get install g++) or use backend='reference'"
+        )
     target = library_path(cxx)
     if target.exists():
         return target
@@ -133,8 +140,10 @@ def build_library(cxx: str | None = None) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp", dir=target.parent)
         os.close(fd)
     except OSError as exc:
-        raise ScanBuildError(f"selective_scan: cannot write the build cache {target.parent}: {exc} "
-                             "(set XDG_CACHE_HOME to a writable folder)") from exc
+        raise ScanBuildError(
+            f"selective_scan: cannot write the build cache {target.parent}: {exc} "
+            "(set XDG_CACHE_HOME to a writable folder)"
+        ) from exc
     obj = tmp[: -len(".tmp")] + ".o"
     try:
         _run_compiler([cxx, *CXX_FLAGS, "-c", str(SOURCE), "-o", obj])
@@ -153,8 +162,10 @@ def _run_compiler(command: list[str]) -> None:
     except (OSError, subprocess.SubprocessError) as exc:
         raise ScanBuildError(f"selective_scan: running {' '.join(command)} failed: {exc}") from exc
     if done.returncode != 0:
-        raise ScanBuildError(f"selective_scan: building {SOURCE.name} failed (exit {done.returncode}):\n"
-                             f"$ {' '.join(command)}\n{done.stderr[-4000:]}")
+        raise ScanBuildError(
+            f"selective_scan: building {SOURCE.name} failed (exit {done.returncode}):\n"
+            f"$ {' '.join(command)}\n{done.stderr[-4000:]}"
+        )
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -189,8 +200,10 @@ def load_library() -> ctypes.CDLL:
             lib = ctypes.CDLL(str(path))
             _declare(lib)
             if lib.mmad_scan_abi_version() != _ABI_VERSION:
-                raise ScanBuildError(f"selective_scan: {path} has ABI {lib.mmad_scan_abi_version()}, "
-                                     f"expected {_ABI_VERSION}; delete it to rebuild")
+                raise ScanBuildError(
+                    f"selective_scan: {path} has ABI {lib.mmad_scan_abi_version()}, "
+                    f"expected {_ABI_VERSION}; delete it to rebuild"
+                )
         except (ScanBuildError, OSError, AttributeError) as exc:
             _error = str(exc) if isinstance(exc, ScanBuildError) else f"selective_scan: cannot load the library: {exc}"
             raise ScanBuildError(_error) from exc
@@ -225,8 +238,10 @@ def default_threads() -> int:
 
 def scan_sizes(u, delta, A, B, C, D, delta_bias) -> ScanSizes:
     """Check the contract's shapes (on anything with .shape); returns (B, D, L, N, G)."""
-    shape = {name: tuple(x.shape) for name, x in
-             zip(("u", "delta", "A", "B", "C", "D", "delta_bias"), (u, delta, A, B, C, D, delta_bias))}
+    shape = {
+        name: tuple(x.shape)
+        for name, x in zip(("u", "delta", "A", "B", "C", "D", "delta_bias"), (u, delta, A, B, C, D, delta_bias))
+    }
     if len(shape["u"]) != 3:
         raise ValueError(f"selective_scan: u must be [B, D, L], got {shape['u']}")
     b, d, length = shape["u"]
@@ -276,8 +291,9 @@ def _check_status(status: int, what: str, sizes: ScanSizes) -> None:
         raise ValueError(f"selective_scan: the C++ {what} refused sizes {sizes._asdict()}: {reason}")
 
 
-def scan_forward(u, delta, A, B, C, D, delta_bias, delta_softplus: bool = True,
-                 n_threads: int | None = None) -> np.ndarray:
+def scan_forward(
+    u, delta, A, B, C, D, delta_bias, delta_softplus: bool = True, n_threads: int | None = None
+) -> np.ndarray:
     """y [B, D, L] (dtype of u) of the selective scan; see the module docstring for shapes."""
     u = np.asarray(u)
     sizes = scan_sizes(u, delta, A, B, C, D, delta_bias)
@@ -286,14 +302,16 @@ def scan_forward(u, delta, A, B, C, D, delta_bias, delta_softplus: bool = True,
     y = np.empty(u.shape, dtype=dtype)
     lib = load_library()
     fn = lib.mmad_scan_fwd_f64 if dtype == np.float64 else lib.mmad_scan_fwd_f32
-    status = fn(*(_ptr(a) for a in arrays), _ptr(y), *sizes, int(bool(delta_softplus)),
-                int(n_threads or default_threads()))
+    status = fn(
+        *(_ptr(a) for a in arrays), _ptr(y), *sizes, int(bool(delta_softplus)), int(n_threads or default_threads())
+    )
     _check_status(status, "forward", sizes)
     return y.astype(u.dtype, copy=False)
 
 
-def scan_backward(u, delta, A, B, C, D, delta_bias, dy, delta_softplus: bool = True,
-                  n_threads: int | None = None) -> ScanGrads:
+def scan_backward(
+    u, delta, A, B, C, D, delta_bias, dy, delta_softplus: bool = True, n_threads: int | None = None
+) -> ScanGrads:
     """Gradients of sum(y * dy) with respect to the seven inputs; dy is [B, D, L]."""
     inputs = [np.asarray(x) for x in (u, delta, A, B, C, D, delta_bias)]
     sizes = scan_sizes(*inputs)
@@ -304,7 +322,12 @@ def scan_backward(u, delta, A, B, C, D, delta_bias, dy, delta_softplus: bool = T
     grads = [np.empty(x.shape, dtype=dtype) for x in inputs]
     lib = load_library()
     fn = lib.mmad_scan_bwd_f64 if dtype == np.float64 else lib.mmad_scan_bwd_f32
-    status = fn(*(_ptr(a) for a in arrays), *(_ptr(g) for g in grads), *sizes, int(bool(delta_softplus)),
-                int(n_threads or default_threads()))
+    status = fn(
+        *(_ptr(a) for a in arrays),
+        *(_ptr(g) for g in grads),
+        *sizes,
+        int(bool(delta_softplus)),
+        int(n_threads or default_threads()),
+    )
     _check_status(status, "backward", sizes)
     return ScanGrads(*(g.astype(_grad_dtype(x, dtype), copy=False) for g, x in zip(grads, inputs)))

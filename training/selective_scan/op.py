@@ -16,6 +16,7 @@ Backends:
     "auto"       mamba on CUDA when it imports, else cpu on CPU when it builds, else reference
     a callable   called as backend(u, delta, A, B, C, D, delta_bias, delta_softplus=...) after the checks
 """
+
 from __future__ import annotations
 
 import functools
@@ -79,8 +80,10 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
         if kind != "cuda":
             raise ValueError(f"selective_scan: backend='mamba' needs CUDA tensors, got {device}")
         if not mamba_available():
-            raise ImportError("selective_scan: backend='mamba' needs mamba-ssm with its CUDA extension "
-                              "(pip install 'mmad-edge[mamba]')")
+            raise ImportError(
+                "selective_scan: backend='mamba' needs mamba-ssm with its CUDA extension "
+                "(pip install 'mmad-edge[mamba]')"
+            )
         return backend
     if backend == "cpu":
         if kind != "cpu":
@@ -91,8 +94,9 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
         return "mamba"
     if kind == "cpu" and cpu.is_available():
         return "cpu"
-    reason = ("mamba-ssm not available" if kind == "cuda" else
-              cpu.unavailable_reason() or f"no fast path for {kind} tensors")
+    reason = (
+        "mamba-ssm not available" if kind == "cuda" else cpu.unavailable_reason() or f"no fast path for {kind} tensors"
+    )
     _warn_slow_once(reason)
     return "reference"
 
@@ -130,13 +134,15 @@ class _CpuScan(torch.autograd.Function):
         inputs = ctx.saved_tensors
         acc = torch.float64 if inputs[0].dtype == torch.float64 else torch.float32
         arrays = [_to_numpy(t, acc) for t in inputs]
-        grads = cpu.scan_backward(*arrays, _to_numpy(dy, acc), delta_softplus=ctx.delta_softplus,
-                                  n_threads=ctx.n_threads)
+        grads = cpu.scan_backward(
+            *arrays, _to_numpy(dy, acc), delta_softplus=ctx.delta_softplus, n_threads=ctx.n_threads
+        )
         return (*(torch.from_numpy(g).to(t.dtype) for g, t in zip(grads, inputs)), None, None)
 
 
-def selective_scan(u, delta, A, B, C, D, delta_bias, delta_softplus: bool = True, backend: str = "auto",
-                   n_threads: int | None = None) -> torch.Tensor:
+def selective_scan(
+    u, delta, A, B, C, D, delta_bias, delta_softplus: bool = True, backend: str = "auto", n_threads: int | None = None
+) -> torch.Tensor:
     """y [B, D, L] of the selective scan (shapes in the module docstring), differentiable.
 
     n_threads: OpenMP threads of the "cpu" backend (default torch.get_num_threads()).
@@ -150,8 +156,18 @@ def selective_scan(u, delta, A, B, C, D, delta_bias, delta_softplus: bool = True
         return backend(*tensors, delta_softplus=bool(delta_softplus))
     chosen = resolve_backend(backend, u.device)
     if chosen == "mamba":
-        return _mamba_scan_fn()(u, delta, A, B, C, D, z=None, delta_bias=delta_bias,
-                                delta_softplus=bool(delta_softplus), return_last_state=False)
+        return _mamba_scan_fn()(
+            u,
+            delta,
+            A,
+            B,
+            C,
+            D,
+            z=None,
+            delta_bias=delta_bias,
+            delta_softplus=bool(delta_softplus),
+            return_last_state=False,
+        )
     if chosen == "cpu":
         return _CpuScan.apply(*tensors, bool(delta_softplus), int(n_threads or torch.get_num_threads()))
     return selective_scan_ref(*tensors, delta_softplus=bool(delta_softplus))

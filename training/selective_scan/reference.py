@@ -11,6 +11,7 @@ It loops over L in PyTorch and keeps the state in float32 (float64 when u is flo
 slow but obviously right; it is also differentiable by autograd, which gives the reference
 gradients.
 """
+
 from __future__ import annotations
 
 import torch
