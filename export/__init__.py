@@ -9,7 +9,7 @@ Scripts (thin argparse shells, also `mmad export onnx|trt|verify|precisions`):
 
 Modules:
     onnx_export.py   tracing (torch), metadata, build_onnx()
-    scan_ops.py      the SelectiveScan node's autograd.Function with `symbolic` (torch)
+    scan_routing.py  routes a model's scans to the SelectiveScan ONNX node (torch)
     portable.py      SelectiveScan nodes -> standard ONNX ops (torch-free)
     simplify.py      folds the traced shape arithmetic (torch-free)
     precision.py     FP16 conversion, INT8 Q/DQ calibration (torch-free but for the data loader)
@@ -18,5 +18,5 @@ Modules:
                      runtime uses it)
     trt_engine.py    the TensorRT 10.x / 11.x build (torch-free)
 
-This package's __init__ imports nothing, so the runtime can import mmad.export.ort_ops without torch.
+This package's __init__ imports nothing, so the runtime can import mmad.plugins.selective_scan.onnxruntime_op without torch.
 """

@@ -48,8 +48,8 @@ def scan_inputs(batch: int, d: int, n: int, g: int, length: int, seed: int = 0) 
 def bench_scans(model, batch: int, repeat: int, threads: int, tmp: Path) -> list[str]:
     import onnx
 
-    from mmad.export.ort_ops import inference_session, scan_cpu_module
     from mmad.export.portable import infer_scan_dims, make_portable, single_scan_model
+    from mmad.plugins.selective_scan.onnxruntime_op import inference_session, scan_cpu_module
 
     cpu = scan_cpu_module()
     shapes = sorted({(s.d, s.n, s.g, s.length) for s in infer_scan_dims(model).values()}, key=lambda s: s[3])
@@ -81,9 +81,9 @@ def bench_graphs(path: Path, model, batch: int, repeat: int, threads: int, tmp: 
     import onnx
 
     from mmad.export.onnx_graph import read_metadata
-    from mmad.export.ort_ops import inference_session
     from mmad.export.portable import make_portable
-    from mmad.training.contract import INPUT_NAME
+    from mmad.plugins.selective_scan.onnxruntime_op import inference_session
+    from mmad.runtime.contract import INPUT_NAME
 
     size = int(read_metadata(model).get("image_size", 256))
     images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)

@@ -38,10 +38,9 @@ from mmad.export.onnx_graph import (
 )
 from mmad.export.portable import make_portable
 from mmad.export.precision import DEFAULT_CALIBRATION_IMAGES, PRECISIONS, calibration_images, to_fp16, to_int8
-from mmad.export.scan_ops import ScanCall, route_scans_to_onnx_node
+from mmad.export.scan_routing import ScanCall, route_scans_to_onnx_node
 from mmad.export.simplify import fold_shape_arithmetic
-from mmad.training.checkpoint import CheckpointInfo, load_model
-from mmad.training.contract import (
+from mmad.runtime.contract import (
     INPUT_DTYPE,
     INPUT_LAYOUT,
     INPUT_NAME,
@@ -50,7 +49,8 @@ from mmad.training.contract import (
     SCAN_OP_DOMAIN,
     SCAN_OP_DOMAIN_VERSION,
 )
-from mmad.training.model import AnomalyModel
+from mmad.training.checkpoint import CheckpointInfo, load_model
+from mmad.training.models import AnomalyModel
 
 DEFAULT_OPSET = 17  # LayerNormalization is native from 17; TensorRT 10.3's parser reads it
 BATCH_AXIS = "batch"

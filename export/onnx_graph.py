@@ -11,7 +11,7 @@ from pathlib import Path
 
 import onnx
 
-from mmad.training.contract import META_KEYS, META_PREFIX, SCAN_OP_DOMAIN, SCAN_OP_TYPE
+from mmad.runtime.contract import META_KEYS, META_PREFIX, SCAN_OP_DOMAIN, SCAN_OP_TYPE
 
 # The metadata every exported graph carries; the rest of META_KEYS may be absent (threshold_f1
 # exists only after `mmad eval`, and a checkpoint without thresholds has no threshold).

@@ -36,7 +36,7 @@ from mmad.export.onnx_graph import (
     scan_nodes,
     write_metadata,
 )
-from mmad.training.contract import (
+from mmad.runtime.contract import (
     SCAN_ATTR_SOFTPLUS,
     SCAN_INPUTS,
     SCAN_OP_DOMAIN,

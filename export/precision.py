@@ -39,7 +39,7 @@ from mmad.export.onnx_graph import (
     write_metadata,
 )
 from mmad.export.portable import make_portable
-from mmad.training.contract import INPUT_NAME, SCAN_OP_TYPE
+from mmad.runtime.contract import INPUT_NAME, SCAN_OP_TYPE
 
 PRECISIONS = ("fp32", "fp16", "int8")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")

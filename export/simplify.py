@@ -16,7 +16,7 @@ from onnx import helper, numpy_helper
 
 from mmad.export.onnx_graph import remove_unused
 from mmad.export.portable import make_portable
-from mmad.training.contract import INPUT_NAME
+from mmad.runtime.contract import INPUT_NAME
 
 # A node is "shape-derived" when all its inputs are: then its value depends on the input's shape
 # (the batch size) only, never on pixel values.

@@ -9,7 +9,7 @@ Written against the TensorRT 10.x and 11.x Python API:
 Everything that can be checked without TensorRT (the ONNX, its metadata, the precision request,
 the plugin file, the batch range) is checked first, so a bad request fails fast anywhere.
 
-Sidecar (`<engine>.json`, read by mmad.runtime.backend_tensorrt): TensorRT version, GPU name and
+Sidecar (`<engine>.json`, read by mmad.runtime.backends.tensorrt): TensorRT version, GPU name and
 compute capability, precision, plugin library and its sha256, input name and shape range,
 threshold, and the ONNX metadata ("mmad.*" keys).
 """
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmad.export.onnx_graph import ExportError, is_qdq, load_onnx, require_metadata, save_onnx, scan_nodes
-from mmad.training.contract import INPUT_NAME, META_PREFIX, OUTPUT_MAP, OUTPUT_SCORE
+from mmad.runtime.contract import INPUT_NAME, META_PREFIX, OUTPUT_MAP, OUTPUT_SCORE
 
 PLUGIN_ENV = "MMAD_TRT_PLUGIN"  # the runtime reads the same variable
 PRECISIONS = ("fp32", "fp16", "int8")

@@ -99,8 +99,8 @@ def torch_runner(checkpoint: str | Path) -> tuple[Runner, object]:
 
 def onnx_runner(path: str | Path, threads: int = 0) -> Runner:
     """onnxruntime on the CPU, custom ops registered."""
-    from mmad.export.ort_ops import inference_session
-    from mmad.training.contract import INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE
+    from mmad.plugins.selective_scan.onnxruntime_op import inference_session
+    from mmad.runtime.contract import INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE
 
     session = inference_session(path, threads=threads)
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from mmad.training.contract import (
+from mmad.runtime.contract import (
     INPUT_DTYPE,
     INPUT_LAYOUT,
     INPUT_NAME,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmad.training.contract import IMAGENET_MEAN, IMAGENET_STD, INPUT_NAME, META_PREFIX, OUTPUT_MAP, OUTPUT_SCORE
+from mmad.runtime.contract import IMAGENET_MEAN, IMAGENET_STD, INPUT_NAME, META_PREFIX, OUTPUT_MAP, OUTPUT_SCORE
 
 REFERENCE_GREY = 128.0
 # make_video keeps normal pixels within 30/128 = 0.23 of mid-grey and draws defects at >= 0.5 after

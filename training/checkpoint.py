@@ -159,7 +159,7 @@ def load_tensors(path: Path, expected_sha256: str = "") -> dict[str, torch.Tenso
 def load_model(folder: str | Path, device: str | torch.device = "cpu"):
     """Rebuild the model from a checkpoint folder. Returns (model in eval mode, CheckpointInfo)."""
     from .encoders import encoder_spec
-    from .model import AnomalyModel
+    from .models import AnomalyModel
 
     folder = Path(folder)
     info = read_info(folder)

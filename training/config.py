@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .contract import IMAGENET_MEAN, IMAGENET_STD
+from mmad.runtime.contract import IMAGENET_MEAN, IMAGENET_STD
 
 ARCHS = ("mmad", "mambaad")
 

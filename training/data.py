@@ -29,7 +29,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from .contract import IMAGENET_MEAN, IMAGENET_STD
+from mmad.runtime.contract import IMAGENET_MEAN, IMAGENET_STD
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 LAYOUTS = ("mvtec", "visa", "folder")

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .contract import IMAGENET_MEAN, IMAGENET_STD
+from mmad.runtime.contract import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from .checkpoint import load_model, write_info
 from .data import ImageTransform, TestDataset, find_categories
 from .metrics import compute_metrics, f1_optimal_threshold, mean_metrics
-from .model import AnomalyModel
+from .models import AnomalyModel
 from .report import save_overlay_grid, save_score_histogram, write_metrics
 
 GRID_ITEMS = 16

@@ -33,7 +33,7 @@ from .checkpoint import (
 )
 from .config import RunConfig
 from .data import ImageTransform, TrainDataset, find_categories, split_categories_holdout
-from .model import AnomalyModel, build_model, count_parameters
+from .models import AnomalyModel, build_model, count_parameters
 
 
 # ----------------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ ARCH=${MMAD_CUDA_ARCH:-$("$PY" -c "import torch; print(''.join(map(str, torch.cu
 BUILD_DIR="plugins/build/gpu-sm$ARCH"
 LIB="$BUILD_DIR/selective_scan/libmmad_selective_scan.so"
 
-step build "$OUT_DIR/build.log" "$PY" plugins/selective_scan/selective_scan_build.py \
+step build "$OUT_DIR/build.log" "$PY" -m mmad.plugins.selective_scan.build \
     --build-dir "$BUILD_DIR" --archs "$ARCH" --trt-plugin AUTO \
     --targets mmad_selective_scan selective_scan_host_harness || exit 1
 
@@ -60,7 +60,7 @@ export MMAD_SCAN_LIB="$PWD/$LIB"
 step gpu-tests "$OUT_DIR/pytest.log" \
     "$PY" -m pytest tests/test_plugin_gpu.py -q -p no:cacheprovider -o addopts="" -rs
 
-step bench "$OUT_DIR/bench.log" "$PY" plugins/selective_scan/bench.py --lib "$LIB" --batches 1 8 \
+step bench "$OUT_DIR/bench.log" "$PY" -m mmad.plugins.selective_scan.bench_cuda --lib "$LIB" --batches 1 8 \
     --out-json "$OUT_DIR/bench.json" --out-md "$OUT_DIR/bench.md"
 
 echo "=== done (status $status); results in $OUT_DIR"

@@ -1,0 +1,78 @@
+"""Inference backends behind one small interface, and the choice of backend for a model file.
+
+A backend loads a model, exposes its input spec (`info`, read from the model's metadata) and
+runs a batch: uint8 RGB images [B, H, W, 3] -> anomaly maps float32 [B, H, W] and scores float32 [B].
+
+    with load_backend("model.onnx") as backend:
+        maps, scores = backend.infer(images)
+
+Backends: "tensorrt" (a serialised engine + its JSON sidecar) and "onnxruntime" (an ONNX file, on
+the best execution provider present: TensorRT, CUDA, then CPU). Each backend module imports its
+library only when a model is loaded, so a Jetson without onnxruntime or a PC without TensorRT can
+import this module.
+
+    base.py         the Backend interface
+    onnxruntime.py  an ONNX file in onnxruntime
+    tensorrt.py     a TensorRT engine and its sidecar
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmad.runtime.backends.base import Backend
+from mmad.runtime.errors import ConfigError
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+ONNX_SUFFIXES = (".onnx",)
+
+# --backend values. "onnxruntime" takes the best execution provider present; the suffixed forms pin one.
+BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt")
+
+
+def backend_kind_for_file(path: str | Path) -> str:
+    """ "tensorrt" for an engine file, "onnxruntime" for an ONNX file; ConfigError otherwise."""
+    suffix = Path(path).suffix.lower()
+    if suffix in ENGINE_SUFFIXES:
+        return "tensorrt"
+    if suffix in ONNX_SUFFIXES:
+        return "onnxruntime"
+    raise ConfigError(
+        f"--model {path}: unknown model type {suffix!r}; expected an ONNX file (.onnx) or a TensorRT engine ({', '.join(ENGINE_SUFFIXES)})"
+    )
+
+
+def load_backend(
+    model: str | Path,
+    backend: str = "auto",
+    *,
+    op_library: str | None = None,
+    plugin_library: str | None = None,
+    allow_foreign_engine: bool = False,
+) -> Backend:
+    """Load `model` with the named backend, or with the best one for its file type ("auto").
+
+    op_library: onnxruntime custom-op library for a graph with the SelectiveScan op.
+    plugin_library: the TensorRT plugin library (default: named in the engine's sidecar).
+    allow_foreign_engine: try an engine whose sidecar says it was built with another TensorRT or GPU.
+    Raises ConfigError for a missing file, an unknown backend or a model the backend cannot run.
+    """
+    path = Path(model)
+    if not path.is_file():
+        raise ConfigError(f"--model {path}: no such file")
+    if backend not in BACKEND_CHOICES:
+        raise ConfigError(f"--backend {backend!r}: expected one of {', '.join(BACKEND_CHOICES)}")
+    kind = backend_kind_for_file(path)
+    if backend != "auto" and not backend.startswith(kind):
+        raise ConfigError(
+            f"--backend {backend} cannot run {path.name}: it is a {'TensorRT engine' if kind == 'tensorrt' else 'ONNX model'}"
+            + ("; build an engine from it first (mmad export)" if kind == "onnxruntime" else "")
+        )
+    if kind == "tensorrt":
+        from mmad.runtime.backends.tensorrt import TensorRTBackend
+
+        return TensorRTBackend(path, plugin_library=plugin_library, allow_foreign_engine=allow_foreign_engine)
+    from mmad.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+    provider = backend.partition("-")[2] or "auto"
+    return OnnxRuntimeBackend(path, provider=provider, op_library=op_library)

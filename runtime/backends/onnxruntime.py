@@ -1,0 +1,145 @@
+"""ONNX Runtime backend: the portable graph on CPU, or the CUDA / TensorRT execution providers.
+
+A graph exported with the SelectiveScan custom op (metadata scan = "custom-op") needs that op's
+kernel: a custom-op library (`op_library`, registered with the session), or onnxruntime-extensions
+when it is installed and the op has been registered with it in this process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mmad.runtime.backends.base import Backend
+from mmad.runtime.contract import INPUT_NAME, OUTPUT_MAP, SCAN_OP_DOMAIN, SCAN_OP_TYPE
+from mmad.runtime.errors import ConfigError
+from mmad.runtime.model_info import model_info_from_metadata
+from mmad.runtime.processing import score_from_map
+
+PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+BEST_FIRST = ("tensorrt", "cuda", "cpu")
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ConfigError(
+            "the onnxruntime backend needs the onnxruntime package: pip install 'mmad-edge[runtime]'"
+        ) from None
+    return onnxruntime
+
+
+def choose_providers(preference: str, available: list[str]) -> list[str]:
+    """Execution providers to ask for, best first, always ending with the CPU as a fallback.
+
+    preference: "auto" (every one of TensorRT, CUDA, CPU present) or one of PROVIDERS.
+    """
+    if preference == "auto":
+        return [PROVIDERS[k] for k in BEST_FIRST if PROVIDERS[k] in available]
+    if preference not in PROVIDERS:
+        raise ConfigError(f"onnxruntime provider {preference!r}: expected auto or one of {', '.join(PROVIDERS)}")
+    wanted = PROVIDERS[preference]
+    if wanted not in available:
+        raise ConfigError(f"onnxruntime here has no {wanted} (available: {', '.join(available)})")
+    return [wanted] + ([PROVIDERS["cpu"]] if wanted != PROVIDERS["cpu"] else [])
+
+
+def _provider_options(providers: list[str]) -> list[dict[str, object]]:
+    """Per-provider options: the TensorRT provider caches the engines it builds, so only the first start is slow."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmad" / "ort-tensorrt"
+    options: list[dict[str, object]] = []
+    for p in providers:
+        if p == PROVIDERS["tensorrt"]:
+            options.append({"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)})
+        else:
+            options.append({})
+    return options
+
+
+def _needs_custom_op(err: Exception) -> bool:
+    text = str(err)
+    return SCAN_OP_TYPE in text or SCAN_OP_DOMAIN in text
+
+
+class OnnxRuntimeBackend(Backend):
+    """An ONNX model in an onnxruntime InferenceSession."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, provider: str = "auto", op_library: str | None = None, threads: int = 0):
+        ort = _import_onnxruntime()
+        self.path = Path(path)
+        providers = choose_providers(provider, ort.get_available_providers())
+        self.session = self._open_session(ort, providers, op_library, threads)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        inputs = self.session.get_inputs()
+        input_shape = next((i.shape for i in inputs if i.name == INPUT_NAME), None)
+        self.info = model_info_from_metadata(
+            meta,
+            source=str(self.path),
+            input_names=[i.name for i in inputs],
+            output_names=[o.name for o in self.session.get_outputs()],
+            input_shape=input_shape,
+        )
+        self._outputs = [OUTPUT_MAP] + ([self.info.score_name] if self.info.score_name else [])
+
+    def _open_session(self, ort, providers: list[str], op_library: str | None, threads: int):
+        def session(extra_library: str | None):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.log_severity_level = 3  # errors only: provider fall-back notices are expected on CPU machines
+            if extra_library:
+                options.register_custom_ops_library(extra_library)
+            return ort.InferenceSession(
+                str(self.path), sess_options=options, providers=providers, provider_options=_provider_options(providers)
+            )
+
+        if op_library and not Path(op_library).is_file():
+            raise ConfigError(f"--op-library {op_library}: no such file")
+        try:
+            return session(op_library)
+        except Exception as err:  # onnxruntime raises its own exception types for bad graphs
+            if not _needs_custom_op(err) or op_library:
+                raise ConfigError(f"--model {self.path}: onnxruntime cannot load it: {err}") from None
+        extensions = _extensions_library()
+        if extensions is None:
+            raise ConfigError(
+                f"--model {self.path} uses the custom op {SCAN_OP_DOMAIN}:{SCAN_OP_TYPE}; give its kernel library with "
+                "--op-library, install onnxruntime-extensions, or use the portable export"
+            )
+        try:
+            return session(extensions)
+        except Exception as err:
+            raise ConfigError(
+                f"--model {self.path}: onnxruntime cannot load it even with onnxruntime-extensions: {err}"
+            ) from None
+
+    def describe(self) -> str:
+        return f"onnxruntime {self.session.get_providers()[0]}"
+
+    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        batch = self.check_batch(images)
+        results = self.session.run(self._outputs, {INPUT_NAME: batch})
+        maps = np.asarray(results[0], np.float32)
+        maps = maps.reshape(maps.shape[0], maps.shape[-2], maps.shape[-1])  # [B, 1, h, w] -> [B, h, w]
+        scores = np.asarray(results[1], np.float32).reshape(-1) if len(results) > 1 else score_from_map(maps)
+        return maps, scores
+
+    def close(self) -> None:
+        self.session = None
+
+
+def _extensions_library() -> str | None:
+    """onnxruntime-extensions' library path (its ai.onnx.contrib ops), or None when not installed."""
+    try:
+        from onnxruntime_extensions import get_library_path
+    except ImportError:
+        return None
+    return get_library_path()

@@ -1,0 +1,437 @@
+"""TensorRT backend: a serialised engine, bound by tensor name, run on a CUDA stream.
+
+Written against the TensorRT 10/11 Python API (named I/O tensors: set_input_shape,
+set_tensor_address, execute_async_v3). Device memory comes from pycuda (JetPack's usual choice)
+or cuda-python (`cuda.bindings.runtime`, what TensorRT's own samples use), whichever is installed.
+
+An engine only runs on the TensorRT version and GPU architecture it was built for, so the exporter
+writes a JSON sidecar beside it, `<engine>.json` (or `<engine stem>.json`):
+
+    {"tensorrt_version": "10.3.0", "gpu": "Orin", "compute_capability": "8.7",
+     "hardware_compatibility": "none",          # or "ampere+" / "same_compute_capability"
+     "plugin_library": "libmmad_selective_scan.so",   # optional, relative to the engine's folder
+     "metadata": {"mmad.threshold": "0.41", "mmad.image_size": "256", ...}}
+
+The sidecar is checked against this machine before deserialising, so an engine built elsewhere
+fails with a sentence that says so instead of a deserialisation error.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mmad.runtime.backends.base import Backend
+from mmad.runtime.contract import INPUT_NAME, OUTPUT_MAP
+from mmad.runtime.errors import ConfigError
+from mmad.runtime.model_info import metadata_as_strings, model_info_from_metadata
+from mmad.runtime.processing import score_from_map
+
+log = logging.getLogger(__name__)
+
+PLUGIN_ENV = "MMAD_TRT_PLUGIN"  # fall-back location of the SelectiveScan plugin library
+
+
+# --- The sidecar -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EngineSidecar:
+    """Where and for what an engine was built (fields None when the sidecar does not say)."""
+
+    path: Path | None  # None: no sidecar was found
+    tensorrt_version: str | None = None
+    gpu: str | None = None
+    compute_capability: str | None = None
+    hardware_compatibility: str = "none"
+    plugin_library: Path | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def sidecar_path(engine: Path) -> Path | None:
+    """The sidecar of an engine: `model.engine.json`, else `model.json`; None when neither exists."""
+    for candidate in (engine.with_name(engine.name + ".json"), engine.with_suffix(".json")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_sidecar(engine: Path) -> EngineSidecar:
+    """Parse the engine's sidecar; an empty EngineSidecar when there is none. ConfigError when malformed."""
+    path = sidecar_path(engine)
+    if path is None:
+        return EngineSidecar(path=None)
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the engine sidecar ({err})") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("metadata", {}), dict):
+        raise ConfigError(f"{path}: expected a JSON object with a 'metadata' object")
+    plugin = obj.get("plugin_library")
+    return EngineSidecar(
+        path=path,
+        tensorrt_version=obj.get("tensorrt_version"),
+        gpu=obj.get("gpu"),
+        compute_capability=None if obj.get("compute_capability") is None else str(obj["compute_capability"]),
+        hardware_compatibility=str(obj.get("hardware_compatibility", "none")),
+        plugin_library=(path.parent / plugin) if plugin else None,
+        metadata=metadata_as_strings(obj.get("metadata", {})),
+    )
+
+
+def _release(version: str) -> tuple[str, ...]:
+    """'10.3.0.26' -> ('10', '3', '0'): engines are tied to the major.minor.patch release."""
+    return tuple(version.split(".")[:3])
+
+
+def check_engine_compatibility(
+    engine: Path, sidecar: EngineSidecar, trt_version: str, gpu: str, compute_capability: str
+) -> list[str]:
+    """Compare where the engine was built with this machine.
+
+    Returns warnings (no sidecar, another GPU model of the same architecture); raises ConfigError
+    when the engine cannot run here (another TensorRT release, another compute capability without
+    hardware compatibility).
+    """
+    if sidecar.path is None:
+        return [
+            f"{engine.name}: no sidecar ({engine.name}.json); cannot check where it was built, and the threshold must come from --threshold"
+        ]
+    built = f"TensorRT {sidecar.tensorrt_version} on {sidecar.gpu} (compute capability {sidecar.compute_capability})"
+    here = f"TensorRT {trt_version} on {gpu} (compute capability {compute_capability})"
+    if sidecar.tensorrt_version and _release(sidecar.tensorrt_version) != _release(trt_version):
+        raise ConfigError(
+            f"{engine}: built elsewhere, with {built}; this machine has {here}. Rebuild the engine here (mmad export)."
+        )
+    same_arch = sidecar.compute_capability is None or sidecar.compute_capability == compute_capability
+    if not same_arch and sidecar.hardware_compatibility == "none":
+        raise ConfigError(
+            f"{engine}: built elsewhere, for {built}; this machine has {here}. Rebuild the engine here (mmad export)."
+        )
+    if sidecar.gpu and sidecar.gpu != gpu:
+        return [
+            f"{engine.name}: built on {sidecar.gpu}, running on {gpu}; it works, but its kernels were tuned for the other GPU"
+        ]
+    return []
+
+
+# --- Device memory: pycuda or cuda-python --------------------------------------------------------
+class CudaMemory:
+    """The few CUDA calls the backend needs: a stream, device and pinned host buffers, async copies."""
+
+    name = ""
+
+    def device_alloc(self, nbytes: int) -> int:
+        raise NotImplementedError
+
+    def pinned_empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        raise NotImplementedError
+
+    def copy_to_device(self, device_ptr: int, host: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def copy_to_host(self, host: np.ndarray, device_ptr: int) -> None:
+        raise NotImplementedError
+
+    @property
+    def stream_handle(self) -> int:
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        raise NotImplementedError
+
+    def device_facts(self) -> tuple[str, str]:
+        """(GPU name, compute capability 'major.minor') of the current device."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Free every buffer allocated through this object."""
+
+
+class PyCudaMemory(CudaMemory):
+    name = "pycuda"
+
+    def __init__(self) -> None:
+        import pycuda.autoprimaryctx  # noqa: F401  -- the primary context, the one TensorRT's runtime API uses
+        import pycuda.driver as cuda
+
+        self.cuda = cuda
+        self.stream = cuda.Stream()
+        self._device_buffers: list[object] = []
+
+    def device_alloc(self, nbytes: int) -> int:
+        buf = self.cuda.mem_alloc(max(nbytes, 1))
+        self._device_buffers.append(buf)  # kept alive here: freed when this object drops them
+        return int(buf)
+
+    def pinned_empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        return self.cuda.pagelocked_empty(shape, dtype)
+
+    def copy_to_device(self, device_ptr: int, host: np.ndarray) -> None:
+        self.cuda.memcpy_htod_async(device_ptr, host, self.stream)
+
+    def copy_to_host(self, host: np.ndarray, device_ptr: int) -> None:
+        self.cuda.memcpy_dtoh_async(host, device_ptr, self.stream)
+
+    @property
+    def stream_handle(self) -> int:
+        return self.stream.handle
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    def device_facts(self) -> tuple[str, str]:
+        device = self.cuda.Context.get_device()
+        major, minor = device.compute_capability()
+        return device.name(), f"{major}.{minor}"
+
+    def close(self) -> None:
+        for buf in self._device_buffers:
+            buf.free()
+        self._device_buffers.clear()
+
+
+def _import_cudart():
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        from cuda import cudart  # older cuda-python
+    return cudart
+
+
+class CudaPythonMemory(CudaMemory):
+    name = "cuda-python"
+
+    def __init__(self) -> None:
+        self.cudart = _import_cudart()
+        self.stream = self._check(self.cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._device_ptrs: list[int] = []
+        self._host_ptrs: list[int] = []
+
+    def _check(self, result: tuple, what: str):
+        """cuda-python returns (error, value...): raise on an error, return the value(s)."""
+        err, *values = result
+        if err != self.cudart.cudaError_t.cudaSuccess:
+            raise RuntimeError(f"{what} failed: {self.cudart.cudaGetErrorString(err)[1].decode()}")
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def device_alloc(self, nbytes: int) -> int:
+        ptr = int(self._check(self.cudart.cudaMalloc(max(nbytes, 1)), "cudaMalloc"))
+        self._device_ptrs.append(ptr)
+        return ptr
+
+    def pinned_empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        ptr = int(self._check(self.cudart.cudaMallocHost(max(nbytes, 1)), "cudaMallocHost"))
+        self._host_ptrs.append(ptr)
+        raw = (ctypes.c_uint8 * max(nbytes, 1)).from_address(ptr)
+        return np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+
+    def _copy(self, dst: int, src: int, nbytes: int, kind_name: str) -> None:
+        kind = getattr(self.cudart.cudaMemcpyKind, kind_name)
+        self._check(self.cudart.cudaMemcpyAsync(dst, src, nbytes, kind, self.stream), "cudaMemcpyAsync")
+
+    def copy_to_device(self, device_ptr: int, host: np.ndarray) -> None:
+        self._copy(device_ptr, host.ctypes.data, host.nbytes, "cudaMemcpyHostToDevice")
+
+    def copy_to_host(self, host: np.ndarray, device_ptr: int) -> None:
+        self._copy(host.ctypes.data, device_ptr, host.nbytes, "cudaMemcpyDeviceToHost")
+
+    @property
+    def stream_handle(self) -> int:
+        return int(self.stream)
+
+    def synchronize(self) -> None:
+        self._check(self.cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+
+    def device_facts(self) -> tuple[str, str]:
+        device = self._check(self.cudart.cudaGetDevice(), "cudaGetDevice")
+        props = self._check(self.cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+        name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
+        return name, f"{props.major}.{props.minor}"
+
+    def close(self) -> None:
+        for ptr in self._device_ptrs:
+            self.cudart.cudaFree(ptr)
+        for ptr in self._host_ptrs:
+            self.cudart.cudaFreeHost(ptr)
+        self._device_ptrs.clear()
+        self._host_ptrs.clear()
+        if self.stream is not None:
+            self.cudart.cudaStreamDestroy(self.stream)
+            self.stream = None
+
+
+def cuda_memory() -> CudaMemory:
+    """pycuda when installed, else cuda-python; ConfigError naming both when neither is."""
+    errors = []
+    for cls, module in ((PyCudaMemory, "pycuda"), (CudaPythonMemory, "cuda-python")):
+        try:
+            return cls()
+        except ImportError as err:
+            errors.append(f"{module}: {err}")
+    raise ConfigError("the TensorRT backend needs pycuda or cuda-python for device memory (" + "; ".join(errors) + ")")
+
+
+# --- The backend ---------------------------------------------------------------------------------
+def import_tensorrt():
+    try:
+        import tensorrt
+    except ImportError:
+        raise ConfigError(
+            "the TensorRT backend needs the tensorrt Python package (JetPack: apt install python3-libnvinfer; "
+            "PC: pip install tensorrt); use an .onnx model with the onnxruntime backend instead"
+        ) from None
+    return tensorrt
+
+
+def resolve_plugin_library(explicit: str | None, sidecar: EngineSidecar) -> Path | None:
+    """The plugin library to load: --plugin-library, else the sidecar's, else $MMAD_TRT_PLUGIN; None if none given."""
+    for candidate in (explicit, sidecar.plugin_library, os.environ.get(PLUGIN_ENV)):
+        if candidate:
+            path = Path(candidate)
+            if not path.is_file():
+                raise ConfigError(f"TensorRT plugin library {path}: no such file")
+            return path
+    return None
+
+
+def load_plugin_library(trt, logger, path: Path) -> None:
+    """Register the plugins of a shared library with TensorRT (before any engine that uses them is deserialised)."""
+    registry = trt.get_plugin_registry()
+    if hasattr(registry, "load_library"):
+        registry.load_library(str(path))
+    else:  # a library that registers its creators statically when loaded
+        ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+    trt.init_libnvinfer_plugins(logger, "")
+
+
+@dataclass
+class _Binding:
+    name: str
+    dtype: np.dtype
+    host: np.ndarray  # pinned, at the maximum batch
+    device: int  # device pointer
+
+
+class TensorRTBackend(Backend):
+    """A TensorRT engine with one execution context, pinned host buffers and a CUDA stream."""
+
+    name = "tensorrt"
+
+    def __init__(self, path: str | Path, plugin_library: str | None = None, allow_foreign_engine: bool = False):
+        trt = import_tensorrt()
+        self.path = Path(path)
+        self.trt = trt
+        self.cuda = cuda_memory()
+        sidecar = read_sidecar(self.path)
+        gpu, capability = self.cuda.device_facts()
+        try:
+            warnings = check_engine_compatibility(self.path, sidecar, trt.__version__, gpu, capability)
+        except ConfigError:
+            if not allow_foreign_engine:
+                raise
+            warnings = [
+                f"{self.path.name}: built for another TensorRT or GPU; trying it anyway (--allow-foreign-engine)"
+            ]
+        for w in warnings:
+            log.warning(w)
+        self.gpu = gpu
+
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        plugin = resolve_plugin_library(plugin_library, sidecar)
+        if plugin is not None:
+            load_plugin_library(trt, self.logger, plugin)
+        elif sidecar.metadata.get("mmad.scan") == "custom-op":
+            raise ConfigError(
+                f"{self.path}: the engine uses the SelectiveScan plugin; give its library with --plugin-library or ${PLUGIN_ENV}"
+            )
+
+        self.runtime = trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self.engine is None:
+            raise ConfigError(
+                f"{self.path}: TensorRT could not deserialise the engine (see its log above); it may have been built elsewhere or need a plugin"
+            )
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if n not in inputs]
+        self.info = model_info_from_metadata(
+            sidecar.metadata,
+            source=str(self.path),
+            input_names=inputs,
+            output_names=outputs,
+            input_shape=[d if d > 0 else None for d in self.engine.get_tensor_shape(INPUT_NAME)],
+        )
+        self.max_batch = self._max_batch()
+        self.context = self.engine.create_execution_context()
+        self.bindings = {n: self._allocate(n) for n in names}
+        for b in self.bindings.values():
+            self.context.set_tensor_address(b.name, b.device)
+
+    def _max_batch(self) -> int:
+        """The largest batch the engine accepts: its optimisation profile's maximum, or the static batch."""
+        batch = self.engine.get_tensor_shape(INPUT_NAME)[0]
+        if batch > 0:
+            return int(batch)
+        return int(self.engine.get_tensor_profile_shape(INPUT_NAME, 0)[2][0])
+
+    def _allocate(self, name: str) -> _Binding:
+        """Pinned host and device buffers for one I/O tensor at the maximum batch."""
+        dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
+        shape = [d for d in self.engine.get_tensor_shape(name)]
+        if name == INPUT_NAME:
+            shape = [self.max_batch, self.info.height, self.info.width, 3]
+        else:  # outputs: batch first, other dims static per the contract
+            shape = [self.max_batch] + [d if d > 0 else self._output_dim(name, i) for i, d in enumerate(shape[1:], 1)]
+        host = self.cuda.pinned_empty(tuple(shape), dtype)
+        return _Binding(name, dtype, host, self.cuda.device_alloc(host.nbytes))
+
+    def _output_dim(self, name: str, axis: int) -> int:
+        """A dynamic non-batch output dimension, read from the context at the maximum input shape."""
+        context = self.engine.create_execution_context()
+        context.set_input_shape(INPUT_NAME, (self.max_batch, self.info.height, self.info.width, 3))
+        return int(context.get_tensor_shape(name)[axis])
+
+    def describe(self) -> str:
+        return f"tensorrt {self.trt.__version__} on {self.gpu} ({self.cuda.name})"
+
+    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        batch = self.check_batch(images)
+        maps, scores = [], []
+        for start in range(0, batch.shape[0], self.max_batch):
+            m, s = self._infer_chunk(batch[start : start + self.max_batch])
+            maps.append(m)
+            scores.append(s)
+        return np.concatenate(maps), np.concatenate(scores)
+
+    def _infer_chunk(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = chunk.shape[0]
+        inp = self.bindings[INPUT_NAME]
+        inp.host[:n] = chunk
+        self.context.set_input_shape(INPUT_NAME, chunk.shape)
+        self.cuda.copy_to_device(inp.device, inp.host[:n])
+        if not self.context.execute_async_v3(self.cuda.stream_handle):
+            raise RuntimeError(f"{self.path}: TensorRT execution failed (see its log above)")
+        outputs = [b for b in self.bindings.values() if b.name != INPUT_NAME]
+        for b in outputs:
+            self.cuda.copy_to_host(b.host[:n], b.device)
+        self.cuda.synchronize()
+        out = self.bindings[OUTPUT_MAP].host[:n]
+        maps = out.reshape(n, out.shape[-2], out.shape[-1]).astype(np.float32)
+        if self.info.score_name:
+            scores = self.bindings[self.info.score_name].host[:n].reshape(n).astype(np.float32)
+        else:
+            scores = score_from_map(maps)
+        return maps, scores
+
+    def close(self) -> None:
+        # Release in reverse order of creation: context and engine before the memory they point to.
+        self.context = None
+        self.engine = None
+        self.runtime = None
+        self.cuda.close()

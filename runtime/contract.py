@@ -1,0 +1,251 @@
+"""The contract between training, export, the plugins and the runtime: every name, tolerance, format
+and rule that crosses a stage, defined once, here.
+
+This module is the bottom layer of the project: it imports numpy, OpenCV and the runtime's error
+class, never torch, and nothing of mmad.training, mmad.export or mmad.samples. Training and export
+import it; the runtime reads models through it. The op's full contract is
+plugins/selective_scan/README.md; the model it belongs to is described in training/README.md.
+
+    The SelectiveScan op     SCAN_* names, attributes, input names, tolerances
+    The exported model's I/O INPUT_*, OUTPUT_*, IMAGENET_MEAN/STD, resize_to_input()
+    Model metadata           META_*: one writer (metadata_props) and one reader (read_metadata)
+    Engine sidecar           EngineSidecar: one writer (write_sidecar) and one reader (read_sidecar)
+    Tolerances               SCAN_TOL_*, MODEL_TOL_*, relative_max_diff()
+    Thresholds               THRESHOLD_*: the keys a checkpoint stores, deployment_threshold()
+    Plugin location          PLUGIN_ENV
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import ConfigError
+
+# --- The SelectiveScan op (plugins/selective_scan/README.md) ------------------------------------
+SCAN_OP_TYPE = "SelectiveScan"
+SCAN_OP_DOMAIN = "ai.onnx.contrib"
+SCAN_OP_DOMAIN_VERSION = 1
+SCAN_PLUGIN_NAME = "SelectiveScan"
+SCAN_PLUGIN_VERSION = "1"
+SCAN_PLUGIN_NAMESPACE = "mmad"
+SCAN_ATTR_SOFTPLUS = "delta_softplus"
+# Attribute names TensorRT's ONNX parser reads to find a node's plugin (fixed by TensorRT).
+SCAN_ATTR_PLUGIN_NAMESPACE = "plugin_namespace"
+SCAN_ATTR_PLUGIN_VERSION = "plugin_version"
+SCAN_INPUTS = ("u", "delta", "A", "B", "C", "D", "delta_bias")
+
+# --- Tolerances: max|impl - ref| / max|ref| (relative_max_diff) --------------------------------
+# One scan against the float64 reference.
+SCAN_TOL_FP32 = 1e-5
+SCAN_TOL_FP16 = 5e-3
+# The whole model (anomaly map and score) against PyTorch float32 on the same pre-processed images.
+MODEL_TOL_FP32 = 1e-4
+# TensorRT builds "FP32" engines with TF32 allowed (its default on Ampere and later, Orin included):
+# matmuls and convolutions round their inputs to a 10-bit mantissa, so such an engine is held to this.
+MODEL_TOL_TF32 = 1e-3
+# FP16 graphs keep the scan in float32 behind casts; their maps move by about 2e-3 of the maximum.
+MODEL_TOL_FP16 = 1e-2
+
+
+def relative_max_diff(values: np.ndarray, reference: np.ndarray) -> float:
+    """max|values - reference| / max|reference| (absolute when the reference is all zeros)."""
+    reference = np.asarray(reference, dtype=np.float64)
+    scale = float(np.abs(reference).max()) if reference.size else 0.0
+    diff = float(np.abs(np.asarray(values, dtype=np.float64) - reference).max()) if reference.size else 0.0
+    return diff / (scale if scale > 0 else 1.0)
+
+
+# --- The exported model's I/O ------------------------------------------------------------------
+# Input: RGB images, uint8, NHWC [B, H, W, 3], already resized by resize_to_input(); normalisation
+# happens inside the graph, so no runtime can get it wrong.
+INPUT_NAME = "image"
+INPUT_LAYOUT = "NHWC"
+INPUT_DTYPE = "uint8"
+OUTPUT_MAP = "anomaly_map"  # [B, 1, H, W] float32, Gaussian-smoothed (sigma 4) reconstruction error
+OUTPUT_SCORE = "score"  # [B] float32, max of the map
+
+# ImageNet normalisation (torchvision convention), on 0..1 pixel values.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resize_to_input(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a uint8 [H, W, 3] image to size=(height, width): what training and every runtime do.
+
+    INTER_AREA when shrinking (each output pixel averages the input pixels it covers, so fine texture
+    does not alias), INTER_LINEAR when enlarging; the image is returned unchanged when it already has
+    the size. Training feeds the model through this function too, so a deployed model sees its
+    training images' pixels.
+    """
+    height, width = size
+    if image.shape[:2] == (height, width):
+        return image
+    shrinking = image.shape[0] > height or image.shape[1] > width
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interpolation)
+
+
+# --- Model metadata ----------------------------------------------------------------------------
+# ONNX metadata_props and an engine sidecar's "metadata" carry these keys, prefixed, as strings
+# (JSON where structured).
+META_PREFIX = "mmad."
+META_KEYS = (
+    "threshold",  # float: image-score threshold for deployment (deployment_threshold())
+    "threshold_f1",  # float: F1-optimal threshold on the test labels (reporting)
+    "image_size",  # int
+    "input_layout",  # "NHWC"
+    "input_dtype",  # "uint8"
+    "mean",  # JSON list of 3 floats (0..1 scale), already applied inside the graph
+    "std",  # JSON list of 3 floats
+    "encoder",  # encoder name
+    "arch",  # "mmad" or "mambaad"
+    "model_version",  # package version that trained it
+    "weights_sha256",  # hash of the safetensors weights
+    "scan",  # "custom-op" or "portable"
+    "precision",  # "fp32", "fp16" or "int8"
+)
+# What every exported graph carries; the rest may be absent (threshold_f1 exists only after `mmad
+# eval`, and a checkpoint without thresholds has no threshold).
+META_REQUIRED = ("image_size", "input_layout", "input_dtype", "mean", "std", "scan", "precision")
+
+
+def metadata_props(values: Mapping[str, object]) -> dict[str, str]:
+    """The writer: {key: value} -> {"mmad.key": "value"}; lists become JSON. ValueError on unknown keys."""
+    unknown = sorted(set(values) - set(META_KEYS))
+    if unknown:
+        raise ValueError(f"metadata keys {unknown} are not in the contract's META_KEYS")
+    return {META_PREFIX + k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+
+
+def read_metadata(props: Mapping[str, object]) -> dict[str, str]:
+    """The reader: the "mmad.*" entries of metadata props, keyed without the prefix, values as strings.
+
+    Keys beyond META_KEYS (a newer exporter) are kept; structured values are re-encoded as JSON.
+    """
+    return {
+        k[len(META_PREFIX) :]: v if isinstance(v, str) else json.dumps(v)
+        for k, v in props.items()
+        if k.startswith(META_PREFIX)
+    }
+
+
+# --- The TensorRT engine's sidecar -------------------------------------------------------------
+# An engine only runs on the TensorRT release and GPU it was built for, and carries no metadata of
+# its own, so the exporter writes `<engine>.json` beside it.
+PLUGIN_ENV = "MMAD_TRT_PLUGIN"  # where the SelectiveScan TensorRT plugin library is, when not given
+
+
+@dataclass(frozen=True)
+class EngineSidecar:
+    """Where and for what an engine was built (fields None when the sidecar does not say).
+
+    plugin_library is as written (relative to the engine's folder when it was inside it); metadata
+    holds the model's "mmad.*" keys without the prefix.
+    """
+
+    path: Path | None = None  # the file it was read from; None: no sidecar was found
+    tensorrt_version: str | None = None
+    gpu: str | None = None
+    compute_capability: str | None = None
+    hardware_compatibility: str = "none"  # or "ampere+" / "same_compute_capability"
+    precision: str | None = None
+    strongly_typed: bool | None = None
+    plugin_library: str | None = None
+    plugin_sha256: str | None = None
+    onnx: str | None = None
+    onnx_sha256: str | None = None
+    input: dict = field(default_factory=dict)  # name, dtype, layout, min/opt/max shapes
+    threshold: float | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def plugin_path(self) -> Path | None:
+        """The plugin library resolved against the sidecar's folder (None when it names none)."""
+        if not self.plugin_library:
+            return None
+        base = self.path.parent if self.path is not None else Path(".")
+        return base / self.plugin_library
+
+
+def sidecar_path(engine: Path) -> Path:
+    """Where an engine's sidecar is written: `model.engine.json`."""
+    return engine.with_name(engine.name + ".json")
+
+
+def find_sidecar(engine: Path) -> Path | None:
+    """An engine's sidecar: `model.engine.json`, else `model.json` (renamed by hand); None if neither."""
+    for candidate in (sidecar_path(engine), engine.with_suffix(".json")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def write_sidecar(engine: Path, sidecar: EngineSidecar) -> Path:
+    """The writer: `<engine>.json`, metadata keys prefixed as in ONNX; returns its path."""
+    obj = asdict(sidecar)
+    del obj["path"]
+    obj["metadata"] = metadata_props(sidecar.metadata)
+    path = sidecar_path(engine)
+    path.write_text(json.dumps(obj, indent=2))
+    return path
+
+
+def read_sidecar(engine: Path) -> EngineSidecar:
+    """The reader: the engine's sidecar; an empty EngineSidecar when there is none.
+
+    ConfigError naming the file when it is not JSON, or a field has the wrong type.
+    """
+    path = find_sidecar(engine)
+    if path is None:
+        return EngineSidecar()
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the engine sidecar ({err})") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("metadata", {}), dict):
+        raise ConfigError(f"{path}: expected a JSON object with a 'metadata' object")
+    known = {f for f in EngineSidecar.__dataclass_fields__ if f != "path"}
+    values = {k: v for k, v in obj.items() if k in known}
+    for key in ("tensorrt_version", "gpu", "compute_capability", "precision", "plugin_library", "plugin_sha256"):
+        if values.get(key) is not None:
+            values[key] = str(values[key])
+    if not isinstance(values.get("input", {}), dict):
+        raise ConfigError(f"{path}: 'input' must be a JSON object")
+    if values.get("threshold") is not None and not isinstance(values["threshold"], (int, float)):
+        raise ConfigError(f"{path}: 'threshold' must be a number, got {values['threshold']!r}")
+    values["hardware_compatibility"] = str(values.get("hardware_compatibility") or "none")
+    values["metadata"] = read_metadata(obj.get("metadata", {}))
+    return EngineSidecar(path=path, **values)
+
+
+# --- Thresholds --------------------------------------------------------------------------------
+# The keys of a checkpoint's "thresholds": the deployment default (normal images only) and the
+# F1-optimal one (test labels, reporting only). Export writes the first as META "threshold".
+THRESHOLD_NORMAL = "normal_quantile"
+THRESHOLD_NORMAL_Q = "normal_quantile_q"
+THRESHOLD_NORMAL_COUNT = "normal_holdout_images"
+THRESHOLD_F1 = "f1"
+DEFAULT_THRESHOLD_QUANTILE = 0.99
+
+
+def deployment_threshold(normal_scores, q: float = DEFAULT_THRESHOLD_QUANTILE) -> float:
+    """The deployment threshold from held-out normal images only: their ``q``-quantile.
+
+    Rule: an image is anomalous when ``score > threshold``. The threshold is
+    ``np.quantile(normal_scores, q)`` (linear interpolation), so about a fraction ``1 - q`` of
+    normal images is flagged and no defective image was needed to choose it. With fewer than
+    ``1 / (1 - q)`` scores it is close to their max. normal_scores [M] float, M >= 1.
+    """
+    normal_scores = np.asarray(normal_scores, dtype=np.float64)
+    if normal_scores.ndim != 1 or normal_scores.size == 0:
+        raise ValueError(f"normal_scores: expected a non-empty 1-D array, got shape {normal_scores.shape}")
+    if not np.all(np.isfinite(normal_scores)):
+        raise ValueError("normal_scores: contains NaN or inf")
+    if not 0.0 < q <= 1.0:
+        raise ValueError(f"q: expected 0 < q <= 1, got {q}")
+    return float(np.quantile(normal_scores, q))
