@@ -25,6 +25,8 @@ from mmad.plugins.selective_scan import build as scan_build
 from mmad.plugins.selective_scan import cuda as scan_cuda
 from mmad.plugins.selective_scan import problems
 
+SCAN_DIR = Path(__file__).resolve().parent
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
