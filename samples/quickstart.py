@@ -89,9 +89,15 @@ def mmad_command(*args: str) -> list[str]:
     return ["mmad", *args]
 
 
-def steps(cfg: QuickstartConfig) -> list[Step]:
-    """The commands of the run, in order (the video step is done in-process: see write_test_video)."""
-    out = cfg.out
+def data_command(cfg: QuickstartConfig) -> list[str]:
+    return [
+        "python", "-m", "mmad.samples.make_dataset", "--out", str(cfg.out / "data"), "--categories", CATEGORY,
+        "--n-train", str(cfg.n_train), "--n-test-good", str(cfg.n_test_good),
+        "--n-test-defect-per-type", str(cfg.n_test_defect_per_type), "--overwrite",
+    ]  # fmt: skip
+
+
+def train_command(cfg: QuickstartConfig) -> list[str]:
     train = ["train", "--preset", cfg.preset, "--data", str(cfg.data), "--out", str(cfg.checkpoint)]
     train += ["--max-minutes", str(cfg.train_minutes)]
     if cfg.epochs:
@@ -100,76 +106,39 @@ def steps(cfg: QuickstartConfig) -> list[Step]:
         train += ["--batch-size", str(cfg.batch_size)]
     if cfg.random_encoder:
         train.append("--random-encoder")
-    data = [
-        "python", "-m", "mmad.samples.make_dataset", "--out", str(out / "data"), "--categories", CATEGORY,
-        "--n-train", str(cfg.n_train), "--n-test-good", str(cfg.n_test_good),
-        "--n-test-defect-per-type", str(cfg.n_test_defect_per_type), "--overwrite",
-    ]  # fmt: skip
+    return mmad_command(*train)
+
+
+def stream_command(cfg: QuickstartConfig) -> list[str]:
+    out = cfg.out
+    return mmad_command(
+        "stream", "--model", str(cfg.model), "--source", str(cfg.video), "--out", str(out / "annotated.mp4"),
+        "--events", str(out / "events.jsonl"), "--events-mode", "frame",
+        "--stats-json", str(out / "stream_stats.json"), "--stats-interval", "0",
+    )  # fmt: skip
+
+
+def bench_command(cfg: QuickstartConfig) -> list[str]:
+    return mmad_command(
+        "bench", "--model", str(cfg.checkpoint), str(cfg.model), "--report", str(cfg.out / "bench"),
+        "--images", str(cfg.data), "--iters", str(cfg.bench_iters), "--warmup", str(cfg.bench_warmup),
+        "--max-images", str(cfg.bench_images),
+    )  # fmt: skip
+
+
+def steps(cfg: QuickstartConfig) -> list[Step]:
+    """The commands of the run, in order (the video step is done in-process: see write_test_video)."""
+    evaluate = ["eval", "--checkpoint", str(cfg.checkpoint), "--data", str(cfg.data), "--out", str(cfg.out / "eval")]
+    export = ["export", "onnx", "--checkpoint", str(cfg.checkpoint), "--out", str(cfg.model), "--portable"]
+    video = ["python", "-m", "mmad.samples.quickstart", "video", str(cfg.data), str(cfg.video)]
     return [
-        Step("data", data),
-        Step("train", mmad_command(*train)),
-        Step(
-            "eval",
-            mmad_command(
-                "eval", "--checkpoint", str(cfg.checkpoint), "--data", str(cfg.data), "--out", str(out / "eval")
-            ),
-        ),
-        Step(
-            "export",
-            mmad_command("export", "onnx", "--checkpoint", str(cfg.checkpoint), "--out", str(cfg.model), "--portable"),
-        ),
-        Step(
-            "video",
-            [
-                "python",
-                "-m",
-                "mmad.samples.quickstart",
-                "video",
-                str(cfg.data),
-                str(cfg.video),
-                "--hold",
-                str(cfg.hold_frames),
-            ],
-        ),
-        Step(
-            "stream",
-            mmad_command(
-                "stream",
-                "--model",
-                str(cfg.model),
-                "--source",
-                str(cfg.video),
-                "--out",
-                str(out / "annotated.mp4"),
-                "--events",
-                str(out / "events.jsonl"),
-                "--events-mode",
-                "frame",
-                "--stats-json",
-                str(out / "stream_stats.json"),
-                "--stats-interval",
-                "0",
-            ),
-        ),
-        Step(
-            "bench",
-            mmad_command(
-                "bench",
-                "--model",
-                str(cfg.checkpoint),
-                str(cfg.model),
-                "--report",
-                str(out / "bench"),
-                "--images",
-                str(cfg.data),
-                "--iters",
-                str(cfg.bench_iters),
-                "--warmup",
-                str(cfg.bench_warmup),
-                "--max-images",
-                str(cfg.bench_images),
-            ),
-        ),
+        Step("data", data_command(cfg)),
+        Step("train", train_command(cfg)),
+        Step("eval", mmad_command(*evaluate)),
+        Step("export", mmad_command(*export)),
+        Step("video", [*video, "--hold", str(cfg.hold_frames)]),
+        Step("stream", stream_command(cfg)),
+        Step("bench", bench_command(cfg)),
     ]
 
 
@@ -283,9 +252,8 @@ def step_result(step: Step, cfg: QuickstartConfig) -> str:
         parts = []
         for entry in report["backends"]:
             p50 = entry["latency"]["1"]["stages"]["total"]["p50"]
-            parts.append(
-                f"{entry['name']} p50 {p50:.0f} ms ({entry['deviation']['status'] if not entry['is_reference'] else 'reference'})"
-            )
+            status = "reference" if entry["is_reference"] else entry["deviation"]["status"]
+            parts.append(f"{entry['name']} p50 {p50:.0f} ms ({status})")
         return "; ".join(parts)
     return "done"
 

@@ -61,8 +61,9 @@ def summary_lines(report: dict) -> list[str]:
             ref_p50 = reference["latency"][batch]["stages"]["total"]["p50"]
             slower = f" ({1 / total:.1f}× slower)" if total < 1 else ""
             lines.append(
-                f"- batch {batch}: **{entry['name']}** is **{total:.2f}×** as fast as {reference['name']}{slower} end to end "
-                f"(p50 {_ms(p50)} ms vs {_ms(ref_p50)} ms; inference alone {infer:.2f}×); deviation: {entry['deviation']['status']}"
+                f"- batch {batch}: **{entry['name']}** is **{total:.2f}×** as fast as {reference['name']}{slower} "
+                f"end to end (p50 {_ms(p50)} ms vs {_ms(ref_p50)} ms; inference alone {infer:.2f}×); "
+                f"deviation: {entry['deviation']['status']}"
             )
     return lines
 
@@ -102,10 +103,9 @@ def latency_table(report: dict, batch: str) -> list[str]:
         t = lat["stages"]["total"]
         ratio = speed_ratio(entry, reference, batch) if reference else None
         status = "reference" if entry["is_reference"] else entry["deviation"]["status"]
-        rows.append(
-            f"| {entry['name']} | {_ms(t['mean'])} | {_ms(t['p50'])} | {_ms(t['p90'])} | {_ms(t['p99'])} | {_ms(t['min'])} "
-            f"| {_ms(t['max'])} | {lat['throughput_images_per_s']:.2f} | {'-' if ratio is None else f'{ratio:.2f}'} | {status} |"
-        )
+        times = " | ".join(_ms(t[k]) for k in ("mean", "p50", "p90", "p99", "min", "max"))
+        shown_ratio = "-" if ratio is None else f"{ratio:.2f}"
+        rows.append(f"| {entry['name']} | {times} | {lat['throughput_images_per_s']:.2f} | {shown_ratio} | {status} |")
     return rows
 
 
@@ -129,7 +129,8 @@ def stage_table(report: dict, batch: str) -> list[str]:
 
 def deviation_table(report: dict) -> list[str]:
     rows = [
-        "| backend | precision | max abs Δ map | max rel Δ map | max abs Δ score | max rel Δ score | verdicts agree | tolerance | status |",
+        "| backend | precision | max abs Δ map | max rel Δ map | max abs Δ score | max rel Δ score "
+        "| verdicts agree | tolerance | status |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for entry in report["backends"]:
@@ -138,21 +139,21 @@ def deviation_table(report: dict) -> list[str]:
         tolerance = "-" if entry["is_reference"] or d["tolerance"] is None else f"{d['tolerance']:g}"
         rows.append(
             f"| {entry['name']} | {entry['precision']} | {_sci(d['map_max_abs'])} | {_sci(d['map_max_rel'])} "
-            f"| {_sci(d['score_max_abs'])} | {_sci(d['score_max_rel'])} | {d['verdict_agreement']:.0%} | {tolerance} | {status} |"
+            f"| {_sci(d['score_max_abs'])} | {_sci(d['score_max_rel'])} | {d['verdict_agreement']:.0%} "
+            f"| {tolerance} | {status} |"
         )
     return rows
 
 
-def markdown(report: dict, plots_written: list[str], plot_note: str | None) -> str:
-    """report.md's text."""
+def _header(report: dict) -> list[str]:
+    """The title, who wrote the report and how each iteration is timed."""
     settings = report["settings"]
-    images = settings["images"]
     reference = _reference_entry(report)
-    env = report["environment"]
-    out = [
+    return [
         f"# Latency report: {', '.join(Path(m).name for m in settings['models'])}",
         "",
-        f"Written by `{report['command'] or 'mmad bench'}` on {env.get('hostname')}, {report['created']}.",
+        f"Written by `{report['command'] or 'mmad bench'}` on {report['environment'].get('hostname')}, "
+        f"{report['created']}.",
         f"Reference: **{report['reference']}** ({reference['describe'] if reference else '?'}).",
         (
             "Each timed iteration runs a batch through pre-processing (resize to the model input), inference and "
@@ -161,18 +162,13 @@ def markdown(report: dict, plots_written: list[str], plot_note: str | None) -> s
             f"CPU threads for onnxruntime and PyTorch: {settings['cpu_threads']}."
         ),
         "",
-        "## Summary",
-        "",
-        *(summary_lines(report) or ["- one backend only: nothing to compare with"]),
-        *caveats(report),
-        "",
     ]
-    for batch in _batches(report):
-        out += [f"## Latency, batch {batch} (ms per batch, end to end)", "", *latency_table(report, batch), ""]
-        out += [f"## Stages, batch {batch} (mean ms per batch)", "", *stage_table(report, batch), ""]
+
+
+def _deviation_section(report: dict) -> list[str]:
     threshold = report["threshold"]
-    out += [
-        f"## Deviation from the reference ({report['reference']}) on {images['count']} images",
+    return [
+        f"## Deviation from the reference ({report['reference']}) on {report['settings']['images']['count']} images",
         "",
         (
             "Every backend is fed the same pre-processed images. Relative differences are max|Δ| / max|reference| "
@@ -184,14 +180,12 @@ def markdown(report: dict, plots_written: list[str], plot_note: str | None) -> s
         *deviation_table(report),
         "",
     ]
-    if report["skipped"]:
-        out += ["## Not measured", ""]
-        out += [f"- **{s['name']}**: {s['reason']}" for s in report["skipped"]]
-        out.append("")
-    out += ["## Environment", "", "| | |", "| --- | --- |"]
-    out += [f"| {label} | {value} |" for label, value in environment_lines(env)]
-    out += [
-        "",
+
+
+def _settings_section(report: dict) -> list[str]:
+    settings = report["settings"]
+    images = settings["images"]
+    return [
         "## Settings",
         "",
         f"- models: {', '.join(settings['models'])}",
@@ -201,9 +195,25 @@ def markdown(report: dict, plots_written: list[str], plot_note: str | None) -> s
             f"warm-up iterations, PyTorch on {settings['torch_device']}"
         ),
         "",
-        "## Plots",
-        "",
     ]
+
+
+def markdown(report: dict, plots_written: list[str], plot_note: str | None) -> str:
+    """report.md's text."""
+    out = _header(report)
+    out += ["## Summary", "", *(summary_lines(report) or ["- one backend only: nothing to compare with"])]
+    out += [*caveats(report), ""]
+    for batch in _batches(report):
+        out += [f"## Latency, batch {batch} (ms per batch, end to end)", "", *latency_table(report, batch), ""]
+        out += [f"## Stages, batch {batch} (mean ms per batch)", "", *stage_table(report, batch), ""]
+    out += _deviation_section(report)
+    if report["skipped"]:
+        out += ["## Not measured", ""]
+        out += [f"- **{s['name']}**: {s['reason']}" for s in report["skipped"]]
+        out.append("")
+    out += ["## Environment", "", "| | |", "| --- | --- |"]
+    out += [f"| {label} | {value} |" for label, value in environment_lines(report["environment"])]
+    out += ["", *_settings_section(report), "## Plots", ""]
     if plot_note:
         out.append(plot_note)
     out += [f"![{name[:-4].replace('_', ' ')}]({name})" for name in plots_written]

@@ -25,7 +25,8 @@ def launch_description(source: str, fps: int) -> str:
         # videorate paces a file at its own frame rate, like a camera, instead of as fast as it decodes.
         frames = f'filesrc location="{path}" ! decodebin ! videoconvert ! videorate ! video/x-raw,framerate={fps}/1'
     encode = f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps}"
-    return f"( {frames} ! videoconvert ! video/x-raw,format=I420 ! {encode} ! rtph264pay name=pay0 pt=96 config-interval=1 )"
+    payload = "rtph264pay name=pay0 pt=96 config-interval=1"
+    return f"( {frames} ! videoconvert ! video/x-raw,format=I420 ! {encode} ! {payload} )"
 
 
 def main(argv: list[str] | None = None) -> int:

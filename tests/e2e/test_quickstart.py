@@ -141,8 +141,8 @@ def test_rtsp_test_server_pipeline_parses(tmp_path):
 def test_quickstart_runs_end_to_end_with_the_tiny_preset(tmp_path):
     pytest.importorskip("gi")
     out = tmp_path / "qs"
-    args = ["--out", str(out), "--preset", "tiny", "--random-encoder", "--epochs", "1", "--batch-size", "2", "--n-train", "4",
-            "--n-test-good", "2", "--n-test-defect-per-type", "1", "--bench-iters", "2"]  # fmt: skip
+    args = ["--out", str(out), "--preset", "tiny", "--random-encoder", "--epochs", "1", "--batch-size", "2",
+            "--n-train", "4", "--n-test-good", "2", "--n-test-defect-per-type", "1", "--bench-iters", "2"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         ["bash", str(ROOT / "samples" / "quickstart.sh"), *args],

@@ -1,4 +1,5 @@
-"""samples/make_video.py: frame count, ground truth, and defects that the synthetic model separates."""
+"""samples/make_video.py (over runtime/bench/synthetic_video.py): frame count, ground truth, and defects that the
+synthetic model separates."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def test_mjpeg_video_and_ground_truth(tmp_path):
 
 
 def test_synthetic_model_separates_defect_frames_before_compression():
-    """On the rendered frames (no codec), every defect frame scores above the model's threshold and no normal one does."""
+    """On the rendered frames (no codec), every defect frame scores above the model's threshold and no normal
+    one does."""
     frames, flags = zip(
         *(
             (cv2.resize(f, (256, 256), interpolation=cv2.INTER_AREA), d is not None)

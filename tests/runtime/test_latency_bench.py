@@ -1,6 +1,7 @@
 """`mmad bench`: per-stage latency statistics, the deviation check against the reference, the report
 files, the environment capture, and PyTorch eager (training.inference) as the checkpoint's reference."""
 
+import argparse
 import json
 import os
 import shutil
@@ -13,23 +14,19 @@ import numpy as np
 import pytest
 
 from mmad.runtime.backends import load_backend
+from mmad.runtime.bench.candidates import selected
+from mmad.runtime.bench.config import BenchConfig, parse_batches, parse_frame_size
 from mmad.runtime.bench.environment import (
     capture_environment,
     clocks_locked,
     parse_nvpmodel,
 )
-from mmad.runtime.bench.latency import (
-    BenchConfig,
-    evenly_spread,
-    fp32_tolerance,
-    image_files,
-    load_frames,
-    parse_batches,
-    parse_frame_size,
-    selected,
-    stage_statistics,
-)
+from mmad.runtime.bench.frames import evenly_spread, image_files, load_frames
+from mmad.runtime.bench.run import stage_statistics
+from mmad.runtime.bench.stream_fps import build_parser as stream_fps_parser
+from mmad.runtime.cli import build_parser
 from mmad.runtime.cli import main as mmad
+from mmad.runtime.contract import MODEL_TOL_FP32, PLUGIN_ENV, THRESHOLD_NORMAL
 from mmad.runtime.errors import ConfigError
 from mmad.runtime.processing import full_frame, model_input
 from mmad.runtime.synthetic import synthetic_model
@@ -39,13 +36,12 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
+def models(synthetic_onnx, tmp_path_factory) -> dict[str, Path]:
     """The synthetic model twice (identical files) and a variant with another pooling window (wrong maps)."""
     root = tmp_path_factory.mktemp("models")
-    good = synthetic_model(root / "synth.onnx")
     twin = root / "twin.onnx"
-    shutil.copy(good, twin)
-    return {"good": good, "twin": twin, "wrong": synthetic_model(root / "wrong.onnx", pool=3)}
+    shutil.copy(synthetic_onnx, twin)
+    return {"good": synthetic_onnx, "twin": twin, "wrong": synthetic_model(root / "wrong.onnx", pool=3)}
 
 
 def read_report(folder: Path) -> dict:
@@ -70,6 +66,19 @@ def test_option_parsing_and_backend_selection():
     assert selected("tensorrt-fp16", ["tensorrt"]) and selected("tensorrt-fp16", ["tensorrt-fp16"])
     assert not selected("tensorrt-fp16", ["tensorrt-fp32"]) and not selected("onnxruntime-portable", ["onnx"])
     assert selected("anything", None)
+
+
+def test_every_bench_option_has_help_text():
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for parser in (subcommands.choices["bench"], stream_fps_parser()):
+        flags = [a.option_strings[0] for a in parser._actions if a.option_strings]
+        assert len(flags) >= 8, flags
+        for action in parser._actions:
+            assert action.help and action.help != argparse.SUPPRESS, action.option_strings
+    bench = subcommands.choices["bench"]
+    args = bench.parse_args(["--model", "m.onnx", "--report", "r", "--batch", "1,4", "--frame-size", "64x48"])
+    assert args.batches == (1, 4) and args.frame_size == (64, 48) and args.plots and args.calib_data == []
+    assert bench.parse_args(["--model", "m.onnx", "--report", "r", "--no-plots"]).plots is False
 
 
 def test_images_from_a_dataset_root_skip_masks_and_spread(tmp_path):
@@ -167,7 +176,7 @@ def test_report_flags_a_wrong_backend_next_to_its_speed(models, tmp_path):
     assert wrong["deviation"]["score_max_abs"] == pytest.approx(
         float(np.abs(score_b.astype(np.float64) - score_a).max()), rel=1e-6
     )
-    assert wrong["deviation"]["map_max_rel"] > fp32_tolerance() and not wrong["deviation"]["ok"]
+    assert wrong["deviation"]["map_max_rel"] > MODEL_TOL_FP32 and not wrong["deviation"]["ok"]
     assert wrong["deviation"]["status"].startswith("DEVIATES")
 
     text = (report_dir / "report.md").read_text()
@@ -218,18 +227,9 @@ def test_bad_input_is_a_clear_error(models, tmp_path, capsys):
 
 # --- A checkpoint: PyTorch eager is the reference --------------------------------------------------
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> tuple[Path, Path]:
-    """A tiny model trained for one epoch on generated data; returns (checkpoint, data root)."""
-    from mmad.samples.make_dataset import make_dataset
-
-    root = tmp_path_factory.mktemp("ckpt")
-    data = make_dataset(
-        root / "data", categories=["texture"], n_train=4, n_test_good=1, n_test_defect_per_type=1, seed=5
-    )
-    out = root / "tiny"
-    args = ["train", "--data", str(data / "texture"), "--out", str(out), "--preset", "tiny", "--random-encoder"]
-    assert mmad([*args, "--epochs", "1", "--batch-size", "2"]) == 0
-    return out, data
+def checkpoint(tiny_checkpoint, generated_dataset) -> tuple[Path, Path]:
+    """The session's tiny checkpoint (with thresholds) and the generated dataset's root: (checkpoint, data root)."""
+    return tiny_checkpoint, generated_dataset
 
 
 def test_torch_backend_is_the_training_forward(checkpoint):
@@ -251,7 +251,7 @@ def test_torch_backend_is_the_training_forward(checkpoint):
     np.testing.assert_allclose(scores, out.score.numpy(), rtol=0, atol=1e-6)
     assert (
         maps.shape == (2, backend.image_size, backend.image_size)
-        and backend.threshold == info.thresholds["normal_quantile"]
+        and backend.threshold == info.thresholds[THRESHOLD_NORMAL]
     )
     with pytest.raises(ValueError, match="expected uint8 images"):
         backend.infer(images.astype(np.float32))
@@ -267,7 +267,7 @@ def test_checkpoint_bench_exports_and_compares_with_pytorch(checkpoint, tmp_path
     assert report["reference"] == "pytorch" and report["threshold"]["source"] == "model metadata"
     portable = report["backends"][1]
     # The portable graph against PyTorch eager at the whole-model FP32 tolerance (export/verify.py's).
-    assert portable["deviation"]["map_max_rel"] <= fp32_tolerance() and portable["deviation"]["ok"]
+    assert portable["deviation"]["map_max_rel"] <= MODEL_TOL_FP32 and portable["deviation"]["ok"]
     # No verdict-agreement check here: the tiny random model's scores all sit near its threshold, so
     # deviations well inside the FP32 tolerance (asserted above) can flip a verdict.
     assert (report_dir / "models" / "model_portable.onnx").is_file()
@@ -313,7 +313,7 @@ def test_tensorrt_engines_next_to_pytorch(checkpoint, tmp_path):
     """On a GPU with TensorRT and the plugin: FP32 and FP16 engines exported, timed and checked."""
     import importlib.util
 
-    plugin = os.environ.get("MMAD_TRT_PLUGIN")
+    plugin = os.environ.get(PLUGIN_ENV)
     if importlib.util.find_spec("tensorrt") is None or shutil.which("nvidia-smi") is None or not plugin:
         pytest.skip("needs TensorRT, an NVIDIA GPU and $MMAD_TRT_PLUGIN (libmmad_trt_plugins.so)")
     folder, data = checkpoint

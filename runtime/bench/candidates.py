@@ -1,0 +1,248 @@
+"""Which backends `mmad bench` runs for the models it is given, the reference first, and why the
+others cannot run here.
+
+    plan = plan_backends(config)      # Plan: candidates (name, source, load, prepare) + skipped (name, reason)
+
+Model files are probed once for their report name (onnxruntime-portable, tensorrt-fp16, ...). A
+checkpoint folder adds PyTorch eager and the graphs and engines not already given as files,
+exported on demand through the checkpoint adapter (checkpoint.py). The reference is PyTorch eager
+when there is a checkpoint, else the first portable FP32 graph, else the first file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from mmad.runtime.backends import ENGINE_SUFFIXES, ONNX_SUFFIXES, Backend, backend_kind_for_file, load_backend
+from mmad.runtime.bench.checkpoint import CheckpointExports, load_torch_backend
+from mmad.runtime.bench.config import BenchConfig
+from mmad.runtime.contract import PLUGIN_ENV, SCAN_OP_TYPE
+from mmad.runtime.errors import ConfigError
+
+log = logging.getLogger("mmad.bench")
+PRECISIONS = ("fp32", "fp16", "int8")  # the TensorRT engines a checkpoint gets
+
+
+def selected(name: str, selectors: list[str] | None) -> bool:
+    """Whether `--backends` asks for `name`: an exact name, or a prefix ending at a dash ("tensorrt")."""
+    if not selectors:
+        return True
+    return any(name == s or name.startswith(s + "-") for s in selectors)
+
+
+@dataclass
+class Candidate:
+    """A backend to benchmark: its report name, what it runs, how to load it and what to export first."""
+
+    name: str
+    source: str
+    load: Callable[[], Backend]
+    prepare: Callable[[], object] | None = None  # an export or engine build, timed apart from loading
+
+
+@dataclass
+class Plan:
+    """The backends to run (the reference first) and those left out, with the reason."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def skip(self, name: str, reason: str) -> None:
+        log.info("skipping %s: %s", name, reason)
+        self.skipped.append({"name": name, "reason": reason})
+
+    @property
+    def names(self) -> set[str]:
+        return {c.name for c in self.candidates}
+
+
+# --- Loading -------------------------------------------------------------------------------------
+def load_onnx_backend(path: Path, provider: str, config: BenchConfig) -> Backend:
+    """An ONNX file in onnxruntime; a custom-op graph without --op-library gets the SelectiveScan op
+    registered with onnxruntime-extensions (mmad.plugins.selective_scan.onnxruntime_op) and is loaded again."""
+    from mmad.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+    try:
+        return OnnxRuntimeBackend(path, provider=provider, op_library=config.op_library, threads=config.cpu_threads)
+    except ConfigError as err:
+        if SCAN_OP_TYPE not in str(err) or config.op_library:
+            raise
+    try:
+        onnxruntime_op = importlib.import_module("mmad.plugins.selective_scan.onnxruntime_op")
+        onnxruntime_op.register_selective_scan_op()
+    except ImportError as err:
+        raise ConfigError(
+            f"the custom-op graph needs onnxruntime-extensions and mmad.plugins.selective_scan.onnxruntime_op: {err}"
+        ) from None
+    return OnnxRuntimeBackend(path, provider=provider, threads=config.cpu_threads)
+
+
+def load_engine_backend(path: Path, plugin_library: str | None) -> Backend:
+    return load_backend(path, "tensorrt", plugin_library=plugin_library)
+
+
+def backend_name(backend: Backend, provider: str = "cpu") -> str:
+    """The report's name for a loaded file backend, from its metadata (scan, precision)."""
+    precision = backend.info.metadata.get("precision", "fp32")
+    if backend.name == "tensorrt":
+        return f"tensorrt-{precision}"
+    name = f"onnxruntime-{backend.info.scan}"
+    if precision != "fp32":
+        name += f"-{precision}"
+    return name if provider == "cpu" else f"{name}-{provider}"
+
+
+# --- What is missing here --------------------------------------------------------------------------
+def onnxruntime_providers() -> list[str]:
+    try:
+        import onnxruntime
+    except ImportError:
+        return []
+    return onnxruntime.get_available_providers()
+
+
+def _missing(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is None
+    except (ImportError, ValueError):
+        return True
+
+
+def tensorrt_unavailable(config: BenchConfig) -> str | None:
+    """Why TensorRT engines cannot be built here, or None."""
+    if _missing("tensorrt"):
+        return "the tensorrt Python package is not installed (JetPack and NVIDIA's TensorRT images have it)"
+    if shutil.which("nvidia-smi") is None and not Path("/etc/nv_tegra_release").exists():
+        return "no NVIDIA GPU found (no nvidia-smi, not a Jetson)"
+    if not config.trt_plugin:
+        return (
+            f"no SelectiveScan plugin library: give --plugin-library or set ${PLUGIN_ENV} "
+            "(cmake -S plugins -B plugins/build)"
+        )
+    return None
+
+
+def export_unavailable(name: str, config: BenchConfig) -> str | None:
+    """Why the checkpoint's backend `name` cannot be exported and run here, or None."""
+    if _missing("onnx") or _missing("torch"):
+        return "mmad.export needs the export extra (pip install 'mmad-edge[export]')"
+    if name == "onnxruntime-custom-op" and _missing("onnxruntime_extensions"):
+        return "onnxruntime-extensions is not installed (it serves the SelectiveScan op on the CPU)"
+    if name.startswith("tensorrt"):
+        reason = tensorrt_unavailable(config)
+        if reason is None and name == "tensorrt-int8" and not config.calib_data:
+            reason = "INT8 calibration needs normal images: give --calib-data DIR (or --images with a dataset root)"
+        return reason
+    return None
+
+
+# --- Planning ------------------------------------------------------------------------------------
+def file_candidates(path: Path, config: BenchConfig, plan: Plan) -> None:
+    """Add the backends that run a model file (probing it once for its name), or say why not."""
+    kind = backend_kind_for_file(path)
+    providers = ["cpu"]
+    if kind == "onnxruntime" and "CUDAExecutionProvider" in onnxruntime_providers():
+        providers.append("cuda")
+    for provider in providers:
+        if kind == "tensorrt":
+            load = partial(load_engine_backend, path, config.plugin_library)
+        else:
+            load = partial(load_onnx_backend, path, provider, config)
+        try:
+            with load() as probe:
+                name = backend_name(probe, provider)
+        except (ValueError, RuntimeError, OSError) as err:  # ConfigError, or TensorRT / CUDA failing here
+            plan.skip(f"{path.name} ({kind}{'' if provider == 'cpu' else '-' + provider})", str(err))
+            continue
+        if name.startswith("onnxruntime-custom-op") and provider != "cpu":
+            continue  # the custom op is served on the CPU only: a CUDA session would mostly measure copies
+        if name in plan.names:
+            name = f"{name}:{path.name}"  # two files of one kind: keep both, told apart by file
+        if selected(name.split(":")[0], config.backends):
+            plan.candidates.append(Candidate(name, str(path), load))
+
+
+def checkpoint_exports(
+    exports: CheckpointExports, config: BenchConfig
+) -> list[tuple[str, Callable[[], Path], Callable[[Path], Backend]]]:
+    """(name, export, load) of every exported backend a checkpoint can have on this machine."""
+    portable, custom_op = partial(exports.onnx, portable=True), partial(exports.onnx, portable=False)
+    on_cpu = partial(load_onnx_backend, provider="cpu", config=config)
+    wanted = [("onnxruntime-portable", portable, on_cpu), ("onnxruntime-custom-op", custom_op, on_cpu)]
+    if "CUDAExecutionProvider" in onnxruntime_providers():
+        on_cuda = partial(load_onnx_backend, provider="cuda", config=config)
+        wanted.append(("onnxruntime-portable-cuda", portable, on_cuda))
+    engine = partial(load_engine_backend, plugin_library=config.trt_plugin)
+    wanted += [(f"tensorrt-{precision}", partial(exports.engine, precision), engine) for precision in PRECISIONS]
+    return wanted
+
+
+def _load_exported(export: Callable[[], Path], load: Callable[[Path], Backend]) -> Backend:
+    return load(export())  # export() is cached: prepare() did the work, this finds the file made
+
+
+def checkpoint_candidates(checkpoint: str, config: BenchConfig, plan: Plan) -> None:
+    """Add PyTorch eager and the exported backends not already given as files, or say why not."""
+    if selected("pytorch", config.backends):
+        if _missing("torch"):
+            plan.skip("pytorch", "PyTorch is not installed (pip install 'mmad-edge[train]')")
+        else:
+            load = partial(load_torch_backend, checkpoint, config.torch_device, config.cpu_threads)
+            plan.candidates.append(Candidate("pytorch", checkpoint, load))
+    for name, export, load in checkpoint_exports(CheckpointExports(checkpoint, config), config):
+        if name in plan.names or not selected(name, config.backends):
+            continue  # given as a file, or not asked for
+        reason = export_unavailable(name, config)
+        if reason:
+            plan.skip(name, reason)
+        else:
+            candidate = Candidate(name, f"{checkpoint} (exported)", partial(_load_exported, export, load), export)
+            plan.candidates.append(candidate)
+
+
+def split_models(models: list[str]) -> tuple[str | None, list[Path]]:
+    """(the checkpoint folder or None, the model files), ConfigError for anything else."""
+    folders = [m for m in models if Path(m).is_dir()]
+    files = [Path(m) for m in models if not Path(m).is_dir()]
+    if len(folders) > 1:
+        raise ConfigError(f"--model: one checkpoint folder at a time, got {', '.join(folders)}")
+    for path in files:
+        if not path.is_file():
+            raise ConfigError(f"--model {path}: no such file or folder")
+        if path.suffix.lower() not in ONNX_SUFFIXES + ENGINE_SUFFIXES:
+            raise ConfigError(
+                f"--model {path}: expected a checkpoint folder, an .onnx file or an engine "
+                f"({', '.join(ENGINE_SUFFIXES)})"
+            )
+    return (folders[0] if folders else None), files
+
+
+def plan_backends(config: BenchConfig) -> Plan:
+    """Every backend to run for the models given, the reference first (module docstring)."""
+    checkpoint, files = split_models(config.models)
+    plan = Plan()
+    for path in files:
+        file_candidates(path, config, plan)
+    if checkpoint:
+        checkpoint_candidates(checkpoint, config, plan)
+    plan.candidates.sort(key=lambda c: reference_rank(c.name))
+    if not plan.candidates:
+        reasons = "; ".join(f"{s['name']}: {s['reason']}" for s in plan.skipped) or "none matched --backends"
+        raise ConfigError(f"nothing to benchmark ({reasons})")
+    return plan
+
+
+def reference_rank(name: str) -> int:
+    """Sort key that puts the reference first: PyTorch eager, else a portable FP32 graph, else as given."""
+    if name == "pytorch":
+        return 0
+    if name.split(":")[0] == "onnxruntime-portable":
+        return 1
+    return 2
