@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from mmad.runtime.contract import THRESHOLD_F1, THRESHOLD_NORMAL
+
 REPO = Path(__file__).resolve().parents[1]
-TINY_THRESHOLDS = {"normal_quantile": 0.25, "f1": 0.375}
+TINY_THRESHOLDS = {THRESHOLD_NORMAL: 0.25, THRESHOLD_F1: 0.375}
 
 
 def real_data_root() -> Path:
