@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import RunConfig
-from .encoders import file_sha256 as sha256_file
+from .encoder_weights import file_sha256 as sha256_file
 
 FORMAT = "mmad-checkpoint"
 FORMAT_VERSION = 1
@@ -47,7 +47,7 @@ class CheckpointInfo:
 
     config: RunConfig
     categories: list[str] = field(default_factory=list)
-    thresholds: dict = field(default_factory=dict)  # {"normal_quantile": x, "f1": y, ...}
+    thresholds: dict = field(default_factory=dict)  # keyed by contract.THRESHOLD_* (+ "f1_per_category")
     progress: dict = field(default_factory=dict)  # {"epoch": e, "iteration": i, "finished": bool}
     history: list = field(default_factory=list)  # periodic evaluation results
     weights_sha256: str = ""

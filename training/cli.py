@@ -1,41 +1,88 @@
-"""`mmad train` and `mmad eval`. Light at import: torch is imported only when a command runs."""
+"""`mmad train` and `mmad eval`: their options, made from the typed configs below, and the calls into
+training. Light at import: torch is imported only when a command runs.
+
+    mmad train --data ROOT [ROOT ...] --out RUN [--preset fast|paper|tiny] [--epochs N] [--resume] ...
+    mmad eval  --checkpoint RUN --data ROOT [ROOT ...] --out REPORTS [--aupro sklearn|adeval]
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from dataclasses import dataclass
+
+from mmad.runtime.options import add_options, config_from_args, option
+
+from .config import ARCHS, PRESETS  # torch-free
+
+AUPRO_NAMES = ("sklearn", "adeval")  # metrics.AUPRO_VARIANTS; metrics imports scikit-learn, too slow here
+DEVICE_HELP = "cpu, cuda, cuda:1 … (default: cuda when available)"
+
+
+@dataclass
+class TrainCommand:
+    """What `mmad train` was asked for; each field is the option of that name. None: the preset's value."""
+
+    data: list[str] = option(
+        metavar="ROOT",
+        help="dataset roots: MVTec-AD category or dataset folders, VisA roots (split_csv/1cls.csv), "
+        "or plain folders of normal images",
+    )
+    out: str = option(metavar="DIR", help="checkpoint folder to write")
+    preset: str = option(
+        "fast",
+        choices=tuple(PRESETS),
+        help="fast: sized for a 2-core CPU (default); paper: the published recipe; tiny: tests",
+    )
+    arch: str | None = option(None, choices=ARCHS, help="override the preset's architecture")
+    encoder: str | None = option(
+        None,
+        metavar="NAME",
+        help="override the preset's encoder: efficientnet_lite0 (offline), resnet34 (paper), wide_resnet50_2",
+    )
+    encoder_weights: str = option(
+        "default", metavar="FILE", help="weights file for the encoder (default: look it up, see training/README.md)"
+    )
+    random_encoder: bool = option(False, help="random encoder weights (tests only)")
+    epochs: int | None = option(None, metavar="N", help="training epochs (default: the preset's)")
+    batch_size: int | None = option(None, metavar="N", help="images per batch and process (default: the preset's)")
+    seed: int | None = option(
+        None, metavar="N", help="random seed of initialisation, shuffling and hold-out (default: the preset's)"
+    )
+    eval_every: int | None = option(
+        None, metavar="N", help="evaluate every N epochs (0: never during training; default: the preset's)"
+    )
+    max_minutes: float | None = option(
+        None, metavar="MIN", help="stop after this many minutes; --resume continues (default: the preset's)"
+    )
+    resume: bool = option(False, help="continue the run in --out where it stopped")
+    device: str = option("auto", help=DEVICE_HELP)
+
+
+@dataclass
+class EvalCommand:
+    """What `mmad eval` was asked for; each field is the option of that name."""
+
+    checkpoint: str = option(metavar="DIR", help="checkpoint folder written by mmad train")
+    data: list[str] = option(metavar="ROOT", help="dataset roots with test images and masks")
+    out: str = option(metavar="DIR", help="folder for the reports")
+    aupro: str = option(
+        "sklearn",
+        choices=AUPRO_NAMES,
+        help="AUPRO variant (default sklearn: ADer's 100-threshold per-region PRO; adeval: ADEval's binned one)",
+    )
+    batch_size: int = option(8, metavar="N", help="test images per batch")
+    device: str = option("auto", help=DEVICE_HELP)
 
 
 def register(sub) -> None:
+    """Add `train` and `eval` to the `mmad` command."""
     p = sub.add_parser(
         "train",
         help="train one model on one or more categories",
         description="Train MMAD (or MambaAD) on the normal images of every category given.",
     )
-    p.add_argument(
-        "--data",
-        nargs="+",
-        required=True,
-        help="dataset roots: MVTec-AD category or dataset folders, VisA roots (split_csv/1cls.csv), "
-        "or plain folders of normal images",
-    )
-    p.add_argument("--out", required=True, help="checkpoint folder to write")
-    p.add_argument(
-        "--preset",
-        default="fast",
-        choices=["fast", "paper", "tiny"],
-        help="fast: sized for a 2-core CPU (default); paper: the published recipe; tiny: tests",
-    )
-    p.add_argument("--arch", choices=["mmad", "mambaad"], help="override the preset's architecture")
-    p.add_argument("--encoder", help="efficientnet_lite0 (offline default), resnet34 (paper), wide_resnet50_2")
-    p.add_argument("--encoder-weights", default="default", help="weights file for the encoder (default: look it up)")
-    p.add_argument("--random-encoder", action="store_true", help="random encoder weights (tests only)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--eval-every", type=int, help="evaluate every N epochs (0: never during training)")
-    p.add_argument("--max-minutes", type=float, help="stop after this many minutes; --resume continues")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: cuda when available)")
+    add_options(p, TrainCommand)
     p.set_defaults(func=run_train)
 
     e = sub.add_parser(
@@ -44,17 +91,7 @@ def register(sub) -> None:
         description="Seven metrics and mAD per category, metrics.json/md/csv, PNG grids; stores "
         "the F1-optimal threshold in the checkpoint.",
     )
-    e.add_argument("--checkpoint", required=True, help="checkpoint folder written by mmad train")
-    e.add_argument("--data", nargs="+", required=True, help="dataset roots with test images and masks")
-    e.add_argument("--out", required=True, help="folder for the reports")
-    e.add_argument(
-        "--aupro",
-        default="sklearn",
-        choices=["sklearn", "adeval"],
-        help="AUPRO variant (default sklearn: ADer's 100-threshold per-region PRO)",
-    )
-    e.add_argument("--batch-size", type=int, default=8)
-    e.add_argument("--device", default="auto")
+    add_options(e, EvalCommand)
     e.set_defaults(func=run_eval)
 
 
@@ -66,37 +103,31 @@ def pick_device(name: str) -> str:
     return name
 
 
-def run_train(args: argparse.Namespace) -> int:
-    import dataclasses
-
+def run_config(command: TrainCommand):
+    """The preset's RunConfig with the command's overrides (the options left at None keep the preset's)."""
     from .config import preset
-    from .train import train
 
-    cfg = preset(args.preset)
-    model_over = {k: v for k, v in (("arch", args.arch), ("encoder", args.encoder)) if v is not None}
-    train_over = {
-        k: v
-        for k, v in (
-            ("epochs", args.epochs),
-            ("batch_size", args.batch_size),
-            ("seed", args.seed),
-            ("eval_every", args.eval_every),
-            ("max_minutes", args.max_minutes),
-        )
-        if v is not None
-    }
-    cfg = dataclasses.replace(
+    cfg = preset(command.preset)
+    model_over = {k: getattr(command, k) for k in ("arch", "encoder") if getattr(command, k) is not None}
+    train_fields = ("epochs", "batch_size", "seed", "eval_every", "max_minutes")
+    train_over = {k: getattr(command, k) for k in train_fields if getattr(command, k) is not None}
+    return dataclasses.replace(
         cfg, model=dataclasses.replace(cfg.model, **model_over), train=dataclasses.replace(cfg.train, **train_over)
     )
-    weights = None if args.random_encoder else args.encoder_weights
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    command = config_from_args(TrainCommand, args)
     train(
-        cfg,
-        args.data,
-        args.out,
-        resume=args.resume,
-        encoder_weights=weights,
-        random_encoder=args.random_encoder,
-        device=pick_device(args.device),
+        run_config(command),
+        command.data,
+        command.out,
+        resume=command.resume,
+        encoder_weights=None if command.random_encoder else command.encoder_weights,
+        random_encoder=command.random_encoder,
+        device=pick_device(command.device),
     )
     return 0
 
@@ -104,12 +135,13 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_checkpoint
 
+    command = config_from_args(EvalCommand, args)
     evaluate_checkpoint(
-        args.checkpoint,
-        args.data,
-        args.out,
-        aupro=args.aupro,
-        device=pick_device(args.device),
-        batch_size=args.batch_size,
+        command.checkpoint,
+        command.data,
+        command.out,
+        aupro=command.aupro,
+        device=pick_device(command.device),
+        batch_size=command.batch_size,
     )
     return 0

@@ -12,7 +12,7 @@ ARCHS = ("mmad", "mambaad")
 
 @dataclass
 class ModelConfig:
-    """The model. Defaults are the paper's MMAD (MODEL_SPEC §3) with the offline encoder."""
+    """The model. Defaults are the paper's MMAD (training/README.md, "Architecture") with the offline encoder."""
 
     arch: str = "mmad"  # "mmad" (DMF + HMD) or "mambaad" (MFF_OCE + MambaUPNet, the published peer)
     encoder: str = "efficientnet_lite0"  # or "resnet34" (the paper's), "wide_resnet50_2"
@@ -25,7 +25,7 @@ class ModelConfig:
     embed_dim: int = 512  # channels of the 8×8 embedding = decoder_dims[0]
     oce_blocks: int = 3  # Bottlenecks in the one-class embedding
     fuser_vss: bool = True  # DMF's VSS + CAB after the dilated branches
-    cab_multiply: bool = False  # spec §3.2.5: the paper's CAB adds sigmoid weights; True rescales instead
+    cab_multiply: bool = False  # README "Dilated Mamba Fuser (DMF)": the CAB adds its weights; True rescales
     # Decoder (HMD / MambaUPNet).
     decoder_dims: tuple[int, ...] = (512, 256, 128, 64)  # stage widths, coarse → fine
     blocks_per_stage: tuple[int, ...] = (1, 2, 2, 1)  # HybridBlocks (mmad) / LSS modules (mambaad)
@@ -66,7 +66,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """The training recipe. Defaults are the paper's (MODEL_SPEC §4); see PRESETS."""
+    """The training recipe. Defaults are the paper's (training/README.md, "Training recipe"); see PRESETS."""
 
     epochs: int = 500
     batch_size: int = 8
@@ -133,7 +133,7 @@ def dataclass_from_dict(cls, data: dict, where: str):
 
 
 def paper_preset() -> RunConfig:
-    """MMAD as published: ResNet-34 encoder, 500 epochs, batch 8 (MODEL_SPEC §3, §4)."""
+    """MMAD as published: ResNet-34 encoder, 500 epochs, batch 8 (README "Architecture", "Training recipe")."""
     return RunConfig(model=ModelConfig(encoder="resnet34"), train=TrainConfig(), preset="paper")
 
 

@@ -11,6 +11,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from mmad.runtime.contract import THRESHOLD_F1
+
 from .checkpoint import load_model, write_info
 from .data import ImageTransform, TestDataset, find_categories
 from .metrics import compute_metrics, f1_optimal_threshold, mean_metrics
@@ -111,7 +113,7 @@ def evaluate_checkpoint(
     all_scores = np.concatenate([p.scores for p in preds.values()])
     all_labels = np.concatenate([p.labels for p in preds.values()])
     thresholds = dict(info.thresholds)
-    thresholds["f1"] = float(f1_optimal_threshold(all_scores, all_labels))
+    thresholds[THRESHOLD_F1] = float(f1_optimal_threshold(all_scores, all_labels))
     thresholds["f1_per_category"] = {c: float(f1_optimal_threshold(p.scores, p.labels)) for c, p in preds.items()}
 
     meta = {

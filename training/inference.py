@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmad.runtime.contract import THRESHOLD_NORMAL
+
 from .checkpoint import load_model
 
 
@@ -78,5 +80,5 @@ class TorchBackend:
 
 def _deployment_threshold(thresholds: dict) -> float | None:
     """The threshold an export writes into its metadata: the normal-only rule's."""
-    value = thresholds.get("normal_quantile")
+    value = thresholds.get(THRESHOLD_NORMAL)
     return float(value) if isinstance(value, (int, float)) else None

@@ -1,17 +1,20 @@
-"""Multi-class training: one model for every category given (MODEL_SPEC §4).
+"""Multi-class training: one model for every category given (training/README.md, "Training recipe").
 
 Single process, or several through torchrun (DistributedDataParallel; gloo on CPU, nccl on GPU).
 Resumable: the checkpoint folder holds the optimizer and RNG states, and a resumed run continues
-the same schedule (same total iterations, same learning-rate drop).
+the same schedule (same total iterations, same learning-rate drop); see resume.py.
+
+    train(cfg, data_roots, out_dir)  =  set_up(...) -> run_epochs(run) -> finish(run)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import random
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,21 +22,16 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from .checkpoint import (
-    WEIGHTS_FILE,
-    CheckpointError,
-    CheckpointInfo,
-    load_resume_state,
-    load_state,
-    load_tensors,
-    read_info,
-    save_checkpoint,
-)
+from mmad.runtime.contract import THRESHOLD_NORMAL, THRESHOLD_NORMAL_COUNT, THRESHOLD_NORMAL_Q, deployment_threshold
+
+from .checkpoint import CheckpointInfo, save_checkpoint
 from .config import RunConfig
-from .data import ImageTransform, TrainDataset, find_categories, split_categories_holdout
+from .data import Category, ImageTransform, TrainDataset, find_categories, split_categories_holdout
 from .models import AnomalyModel, build_model, count_parameters
+from .resume import load_saved_weights, restore, resume_state
 
 
 # ----------------------------------------------------------------------------------------------
@@ -54,7 +52,7 @@ def distributed_context() -> tuple[int, int]:
 
 
 def param_groups(model: AnomalyModel, weight_decay: float) -> list[dict]:
-    """ADer's rule: no decay for 1-D parameters and names ending in '.bias' (§4)."""
+    """ADer's rule: no decay for 1-D parameters and names ending in '.bias' (README "Training recipe")."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -126,8 +124,47 @@ class ImagesOnly(Dataset):
 
 
 # ----------------------------------------------------------------------------------------------
-# Training
+# Training: set-up, epochs, finish
 # ----------------------------------------------------------------------------------------------
+@dataclass
+class TrainingRun:
+    """What one training run holds from set-up through its epochs to the finish."""
+
+    cfg: RunConfig
+    out_dir: Path
+    device: str
+    log: Callable[[str], None]
+    rank: int
+    world: int
+    categories: list[Category]  # every category, for the checkpoint and periodic evaluation
+    holdout: list[Category]  # held-out normals of each category, for the deployment threshold
+    transform: ImageTransform
+    train_set: TrainDataset
+    model: AnomalyModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    loader: DataLoader | None = None
+    sampler: DistributedSampler | None = None
+    generator: torch.Generator | None = None
+    net: torch.nn.Module | None = None
+    info: CheckpointInfo | None = None
+    start_epoch: int = 0
+    started: float = 0.0
+
+    @property
+    def main(self) -> bool:
+        """The process that logs and writes the checkpoint."""
+        return self.rank == 0
+
+    @property
+    def iters_per_epoch(self) -> int:
+        return len(self.loader)
+
+    @property
+    def total_iters(self) -> int:
+        return self.cfg.train.epochs * self.iters_per_epoch
+
+
 def train(
     cfg: RunConfig,
     data_roots: list[str],
@@ -140,9 +177,18 @@ def train(
     log=print,
 ) -> Path:
     """Train one model on all categories under `data_roots`; returns the checkpoint folder."""
-    out_dir = Path(out_dir)
+    run = set_up(cfg, data_roots, Path(out_dir), resume, encoder_weights, random_encoder, device, log)
+    run_epochs(run)
+    finish(run)
+    return run.out_dir
+
+
+def set_up(
+    cfg: RunConfig, data_roots, out_dir: Path, resume: bool, encoder_weights, random_encoder: bool, device: str, log
+) -> TrainingRun:
+    """Data, model, optimizer, loader and schedule, in the order that fixes the random streams;
+    restored from `out_dir` when resuming."""
     rank, world = distributed_context()
-    main = rank == 0
     tc = cfg.train
     categories = find_categories(data_roots)
     train_cats, holdout = split_categories_holdout(categories, tc.threshold_holdout, tc.seed)
@@ -152,111 +198,146 @@ def train(
     seed_everything(tc.seed + rank)
     model = build_model(cfg.model, encoder_weights=encoder_weights, random_encoder=random_encoder).to(device)
     optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr * world, betas=tc.betas, eps=tc.eps)
+    run = TrainingRun(
+        cfg, out_dir, device, log, rank, world, categories, holdout, transform, train_set, model, optimizer
+    )
+    make_loader(run, feature_source(run, resume))
+    run.scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(tc.lr_drop_at * run.total_iters)], gamma=0.1)
+    run.info = CheckpointInfo(config=cfg, categories=[c.name for c in categories])
+    if resume:
+        run.start_epoch = restore(out_dir, model, optimizer, run.scheduler, run.generator, run.info, cfg)
+        log(f"resumed from {out_dir} at epoch {run.start_epoch}/{tc.epochs}")
+    run.net = Reconstructor(model)
+    if world > 1:
+        run.net = torch.nn.parallel.DistributedDataParallel(run.net)
+    if run.main:
+        announce(run)
+    return run
 
-    if resume:  # the weights first: they include feature_scale, which the feature cache applies
-        load_saved_weights(out_dir, model, cfg)
-    elif cfg.model.normalize_features:
-        model.feature_scale.copy_(feature_rms(model, ImagesOnly(train_set), tc.batch_size, device))
-        if main:
-            log(
-                f"encoder feature scales (RMS over training images): {[round(v, 3) for v in model.feature_scale.tolist()]}"
-            )
-    source: Dataset = (
-        FeatureCache(model, ImagesOnly(train_set), tc.batch_size, device, main)
-        if tc.cache_features
-        else ImagesOnly(train_set)
-    )
-    sampler = (
-        torch.utils.data.distributed.DistributedSampler(source, world, rank, shuffle=True, seed=tc.seed, drop_last=True)
-        if world > 1
-        else None
-    )
-    generator = torch.Generator().manual_seed(tc.seed)
+
+def feature_source(run: TrainingRun, resume: bool) -> Dataset:
+    """What the loader serves: cached encoder features or the images. Sets the feature scales first
+    (restored from the checkpoint when resuming), since the cache applies them."""
+    model, tc = run.model, run.cfg.train
+    if resume:
+        load_saved_weights(run.out_dir, model, run.cfg)
+    elif run.cfg.model.normalize_features:
+        model.feature_scale.copy_(feature_rms(model, ImagesOnly(run.train_set), tc.batch_size, run.device))
+        if run.main:
+            scales = [round(v, 3) for v in model.feature_scale.tolist()]
+            run.log(f"encoder feature scales (RMS over training images): {scales}")
+    if tc.cache_features:
+        return FeatureCache(model, ImagesOnly(run.train_set), tc.batch_size, run.device, run.main)
+    return ImagesOnly(run.train_set)
+
+
+def make_loader(run: TrainingRun, source: Dataset) -> None:
+    """The shuffling loader (one shard per process under DDP), with its own seeded generator."""
+    tc, world = run.cfg.train, run.world
+    if world > 1:
+        run.sampler = DistributedSampler(source, world, run.rank, shuffle=True, seed=tc.seed, drop_last=True)
+    run.generator = torch.Generator().manual_seed(tc.seed)
     if len(source) // world < tc.batch_size:
         raise ValueError(
             f"{len(source)} training images are fewer than one batch of {tc.batch_size} per process; "
             "lower --batch-size or add images"
         )
-    loader = DataLoader(
+    run.loader = DataLoader(
         source,
         batch_size=tc.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
+        shuffle=run.sampler is None,
+        sampler=run.sampler,
         drop_last=True,
-        generator=generator,
+        generator=run.generator,
         num_workers=tc.num_workers,
     )
-    iters_per_epoch = len(loader)
-    total_iters = tc.epochs * iters_per_epoch
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(tc.lr_drop_at * total_iters)], gamma=0.1)
 
-    info = CheckpointInfo(config=cfg, categories=[c.name for c in categories])
-    start_epoch = 0
-    if resume:
-        start_epoch = restore(out_dir, model, optimizer, scheduler, generator, info, cfg)
-        log(f"resumed from {out_dir} at epoch {start_epoch}/{tc.epochs}")
-    net = Reconstructor(model)
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(net)
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        log(
-            f"training {cfg.model.arch} ({cfg.preset}) on {', '.join(info.categories)}: {len(train_set)} images "
-            f"({sum(len(h.train) for h in holdout)} held out for the threshold), {tc.epochs} epochs × "
-            f"{iters_per_epoch} iterations, batch {tc.batch_size}×{world}, lr {tc.lr * world:g}, device {device}"
-        )
-        log("parameters: " + ", ".join(f"{k} {v / 1e6:.3f} M" for k, v in count_parameters(model).items()))
 
-    started = time.time()
-    model.train()
-    epoch = start_epoch
-    for epoch in range(start_epoch, tc.epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        loss_sum, seen, t0 = 0.0, 0, time.time()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not main, leave=False)
-        for batch in bar:
-            batch = [f.to(device) for f in batch] if tc.cache_features else batch.to(device)
-            loss = reconstruction_loss(*net(batch, tc.cache_features), tc.loss_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), tc.clip_grad)
-            optimizer.step()
-            scheduler.step()
-            n = batch[0].shape[0] if tc.cache_features else batch.shape[0]
-            loss_sum, seen = loss_sum + loss.item() * n, seen + n
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen * world / (time.time() - t0):.1f}")
-        info.progress = {
-            "epoch": epoch + 1,
-            "iteration": (epoch + 1) * iters_per_epoch,
-            "total_iterations": total_iters,
-            "finished": epoch + 1 == tc.epochs,
-        }
-        if main:
-            log(
-                f"epoch {epoch + 1}/{tc.epochs} loss {loss_sum / max(seen, 1):.5f} "
-                f"lr {scheduler.get_last_lr()[0]:.2e} {seen * world / (time.time() - t0):.1f} img/s"
+def announce(run: TrainingRun) -> None:
+    """Create the checkpoint folder with config.json and log what is about to be trained."""
+    cfg, tc = run.cfg, run.cfg.train
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    (run.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    run.log(
+        f"training {cfg.model.arch} ({cfg.preset}) on {', '.join(run.info.categories)}: {len(run.train_set)} images "
+        f"({sum(len(h.train) for h in run.holdout)} held out for the threshold), {tc.epochs} epochs × "
+        f"{run.iters_per_epoch} iterations, batch {tc.batch_size}×{run.world}, lr {tc.lr * run.world:g}, "
+        f"device {run.device}"
+    )
+    run.log("parameters: " + ", ".join(f"{k} {v / 1e6:.3f} M" for k, v in count_parameters(run.model).items()))
+
+
+def run_epochs(run: TrainingRun) -> None:
+    """Train from the start epoch to the last, saving after each; stop early after max_minutes."""
+    tc = run.cfg.train
+    run.started = time.time()
+    run.model.train()
+    for epoch in range(run.start_epoch, tc.epochs):
+        loss, images_per_s = train_one_epoch(run, epoch)
+        end_epoch(run, epoch, loss, images_per_s)
+        if tc.max_minutes and (time.time() - run.started) / 60 > tc.max_minutes and epoch + 1 < tc.epochs:
+            run.log(
+                f"stopping after {tc.max_minutes:g} minutes at epoch {epoch + 1}; `--resume` continues the schedule"
             )
-            if tc.eval_every and (epoch + 1) % tc.eval_every == 0 and epoch + 1 < tc.epochs:
-                info.history.append({"epoch": epoch + 1, **periodic_eval(model, categories, transform, device)})
-                log(f"  eval: {info.history[-1]}")
-            save_checkpoint(out_dir, model, info, resume_state(optimizer, scheduler, generator))
-        if tc.max_minutes and (time.time() - started) / 60 > tc.max_minutes and epoch + 1 < tc.epochs:
-            log(f"stopping after {tc.max_minutes:g} minutes at epoch {epoch + 1}; `--resume` continues the schedule")
             break
-    if world > 1:
-        check_replicas_agree(model)
-    if main:
+
+
+def train_one_epoch(run: TrainingRun, epoch: int) -> tuple[float, float]:
+    """One pass over the loader; returns (mean loss, images per second over all processes)."""
+    tc, cached = run.cfg.train, run.cfg.train.cache_features
+    if run.sampler is not None:
+        run.sampler.set_epoch(epoch)
+    loss_sum, seen, t0 = 0.0, 0, time.time()
+    bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not run.main, leave=False)
+    for batch in bar:
+        batch = [f.to(run.device) for f in batch] if cached else batch.to(run.device)
+        loss = reconstruction_loss(*run.net(batch, cached), tc.loss_weight)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(run.model.trainable_parameters(), tc.clip_grad)
+        run.optimizer.step()
+        run.scheduler.step()
+        n = batch[0].shape[0] if cached else batch.shape[0]
+        loss_sum, seen = loss_sum + loss.item() * n, seen + n
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen * run.world / (time.time() - t0):.1f}")
+    return loss_sum / max(seen, 1), seen * run.world / (time.time() - t0)
+
+
+def end_epoch(run: TrainingRun, epoch: int, loss: float, images_per_s: float) -> None:
+    """Record progress; on the main process log, evaluate when due, and save the checkpoint."""
+    tc, info = run.cfg.train, run.info
+    info.progress = {
+        "epoch": epoch + 1,
+        "iteration": (epoch + 1) * run.iters_per_epoch,
+        "total_iterations": run.total_iters,
+        "finished": epoch + 1 == tc.epochs,
+    }
+    if not run.main:
+        return
+    run.log(
+        f"epoch {epoch + 1}/{tc.epochs} loss {loss:.5f} "
+        f"lr {run.scheduler.get_last_lr()[0]:.2e} {images_per_s:.1f} img/s"
+    )
+    if tc.eval_every and (epoch + 1) % tc.eval_every == 0 and epoch + 1 < tc.epochs:
+        info.history.append({"epoch": epoch + 1, **periodic_eval(run.model, run.categories, run.transform, run.device)})
+        run.log(f"  eval: {info.history[-1]}")
+    save_checkpoint(run.out_dir, run.model, info, resume_state(run.optimizer, run.scheduler, run.generator))
+
+
+def finish(run: TrainingRun) -> None:
+    """Check the replicas agree, set the deployment threshold, save the final checkpoint."""
+    if run.world > 1:
+        check_replicas_agree(run.model)
+    if run.main:
         # Capture the RNG states before the threshold pass: its DataLoader draws from the global RNG.
-        state = resume_state(optimizer, scheduler, generator)
-        info.thresholds.update(holdout_threshold(model, holdout, transform, tc, device))
-        save_checkpoint(out_dir, model, info, state)
-        log(f"saved {out_dir} ({(time.time() - started) / 60:.1f} min); thresholds {info.thresholds}")
-    if world > 1:
+        state = resume_state(run.optimizer, run.scheduler, run.generator)
+        run.info.thresholds.update(holdout_threshold(run.model, run.holdout, run.transform, run.cfg.train, run.device))
+        save_checkpoint(run.out_dir, run.model, run.info, state)
+        minutes = (time.time() - run.started) / 60
+        run.log(f"saved {run.out_dir} ({minutes:.1f} min); thresholds {run.info.thresholds}")
+    if run.world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    return out_dir
 
 
 def check_replicas_agree(model: AnomalyModel) -> None:
@@ -266,54 +347,6 @@ def check_replicas_agree(model: AnomalyModel) -> None:
     dist.all_gather(gathered, total)
     if any(abs(g.item() - total.item()) > 1e-6 * max(1.0, abs(total.item())) for g in gathered):
         raise RuntimeError(f"DDP replicas diverged: weight sums {[g.item() for g in gathered]}")
-
-
-def resume_state(optimizer, scheduler, generator) -> dict[str, torch.Tensor]:
-    """Optimizer moments, step counts and RNG states as flat tensors (safetensors, no pickle)."""
-    state: dict[str, torch.Tensor] = {}
-    for i, s in optimizer.state_dict()["state"].items():
-        for key, value in s.items():
-            state[f"optim.{i}.{key}"] = torch.as_tensor(value).detach().cpu().clone()
-    state["scheduler.last_epoch"] = torch.tensor(scheduler.last_epoch)
-    state["optim.group_lr"] = torch.tensor([g["lr"] for g in optimizer.param_groups], dtype=torch.float64)
-    state["rng.torch"] = torch.get_rng_state()
-    state["rng.loader"] = generator.get_state()
-    return state
-
-
-def load_saved_weights(out_dir: Path, model, cfg: RunConfig) -> CheckpointInfo:
-    """The weights of the run to resume, after checking it was started with the same configuration."""
-    saved = read_info(out_dir)
-    if saved.config.model != cfg.model or dataclasses.replace(saved.config.train, max_minutes=0) != dataclasses.replace(
-        cfg.train, max_minutes=0
-    ):
-        raise CheckpointError(
-            f"{out_dir}: --resume needs the same configuration the run started with "
-            f"(saved preset '{saved.config.preset}'); see {out_dir}/checkpoint.json"
-        )
-    load_state(model, load_tensors(out_dir / WEIGHTS_FILE, saved.weights_sha256), out_dir / WEIGHTS_FILE)
-    return saved
-
-
-def restore(out_dir: Path, model, optimizer, scheduler, generator, info: CheckpointInfo, cfg: RunConfig) -> int:
-    """Optimizer, schedule and RNG states of the run to resume (its weights are loaded already)."""
-    saved = read_info(out_dir)
-    state = load_resume_state(out_dir)
-    opt_state = optimizer.state_dict()
-    opt_state["state"] = {}
-    for key, value in state.items():
-        if key.startswith("optim.") and key != "optim.group_lr":
-            _, i, name = key.split(".", 2)
-            opt_state["state"].setdefault(int(i), {})[name] = value
-    optimizer.load_state_dict(opt_state)
-    for group, lr in zip(optimizer.param_groups, state["optim.group_lr"].tolist()):
-        group["lr"] = lr
-    scheduler.last_epoch = int(state["scheduler.last_epoch"])
-    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]  # noqa: SLF001 - keep get_last_lr() right
-    torch.set_rng_state(state["rng.torch"])
-    generator.set_state(state["rng.loader"])
-    info.history, info.thresholds = saved.history, saved.thresholds
-    return int(saved.progress.get("epoch", 0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -329,16 +362,14 @@ def predict_scores(model: AnomalyModel, dataset, device, batch_size: int = 8) ->
 
 def holdout_threshold(model, holdout: list, transform, tc, device) -> dict:
     """Deployment threshold from held-out normal training images only (no defect labels needed)."""
-    from .metrics import normal_quantile_threshold
-
     holdout = [c for c in holdout if c.train]
     if not holdout:
         return {}
     scores = predict_scores(model, TrainDataset(holdout, transform), device)
     return {
-        "normal_quantile": float(normal_quantile_threshold(scores, tc.threshold_quantile)),
-        "normal_quantile_q": tc.threshold_quantile,
-        "normal_holdout_images": int(len(scores)),
+        THRESHOLD_NORMAL: float(deployment_threshold(scores, tc.threshold_quantile)),
+        THRESHOLD_NORMAL_Q: tc.threshold_quantile,
+        THRESHOLD_NORMAL_COUNT: int(len(scores)),
     }
 
 

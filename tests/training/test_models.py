@@ -1,4 +1,4 @@
-"""Scan orders, the direction round trip, the blur, the model's shapes, determinism and sizes."""
+"""training/models/: scan orders, the direction round trip, the blur, the model's shapes, determinism and sizes."""
 
 import dataclasses
 
@@ -9,17 +9,13 @@ from scipy.ndimage import gaussian_filter
 
 from mmad.training import config
 from mmad.training.encoders import build_encoder
-from mmad.training.models.model import (
-    AnomalyModel,
-    DirectionalScan,
-    GaussianBlur,
-    Mixer,
-    count_parameters,
-    dead_router_weights,
-)
+from mmad.training.models.head import AnomalyModel, count_parameters, dead_router_weights
+from mmad.training.models.layers import GaussianBlur
+from mmad.training.models.mmad import Mixer
+from mmad.training.models.scan_block import DirectionalScan
 from mmad.training.models.scan_orders import CURVES, curve_order, direction_indices, inverse_indices
 
-# MODEL_SPEC §2.5: the published 4×4 vectors and the start of the 8×8 Hilbert curve.
+# training/README.md, "Scan orders and directions": the 4×4 vectors and the start of the 8×8 Hilbert curve.
 SPEC_4X4 = {
     "scan": [0, 1, 2, 3, 7, 6, 5, 4, 8, 9, 10, 11, 15, 14, 13, 12],
     "zorder": [0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15],
@@ -178,7 +174,7 @@ def test_training_step_gives_gradients_to_fuser_and_decoder_only(tiny_model):
 
 @pytest.mark.parametrize("arch, expected_millions", [("mmad", 25.0), ("mambaad", 25.65)])
 def test_paper_parameter_count(arch, expected_millions, capsys):
-    """MMAD with ResNet-34 ≈ 25.0 M (paper Table 2), MambaAD 25.65 M (MODEL_SPEC §2.6), counted as the
+    """MMAD with ResNet-34 ≈ 25.0 M (paper Table 2), MambaAD 25.65 M (README "Size and cost"), counted as the
     published code counts them: every weight (the encoder's too), the scan index tables it stores as
     parameters, and for MMAD the dead router weights it builds but cannot use."""
     cfg = dataclasses.replace(config.paper_preset().model, arch=arch)

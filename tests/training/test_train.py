@@ -1,5 +1,7 @@
-"""Training, resuming, evaluation and checkpoints end to end on generated data (tiny preset)."""
+"""Training, resuming, evaluation and checkpoints end to end on generated data (tiny preset), and the
+`mmad train` / `mmad eval` options (training/cli.py)."""
 
+import argparse
 import json
 import os
 import shutil
@@ -12,8 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mmad.runtime.cli import build_parser
 from mmad.runtime.cli import main as mmad
-from mmad.samples.make_dataset import make_dataset
+from mmad.runtime.contract import THRESHOLD_F1, THRESHOLD_NORMAL, THRESHOLD_NORMAL_COUNT
 from mmad.training.checkpoint import META_FILE, WEIGHTS_FILE, CheckpointError, load_model, read_info
 from mmad.training.train import param_groups
 
@@ -21,9 +24,9 @@ TINY = ["--preset", "tiny", "--random-encoder", "--batch-size", "2"]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    return make_dataset(root, n_train=6, n_test_good=2, n_test_defect_per_type=1, seed=3)
+def data(generated_dataset) -> Path:
+    """The conftest's generated dataset: object and texture, 6 training images each."""
+    return generated_dataset
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def test_train_writes_a_self_contained_checkpoint(trained):
     info = read_info(trained)
     assert info.categories == ["object", "texture"]
     assert info.progress["finished"] and info.progress["epoch"] == 2
-    assert info.thresholds["normal_holdout_images"] == 2  # one held-out normal per category
+    assert info.thresholds[THRESHOLD_NORMAL_COUNT] == 2  # one held-out normal per category
     model, _ = load_model(trained)
     # The checkpoint carries the encoder: its weights load without any encoder weight file.
     saved = load_file(str(trained / WEIGHTS_FILE))
@@ -63,7 +66,7 @@ def test_eval_writes_metrics_reports_and_threshold(trained, data, tmp_path):
     for name in ("metrics.md", "metrics.csv", "grid_object.png", "grid_texture.png", "scores.png"):
         assert (out / name).stat().st_size > 0
     thresholds = read_info(trained).thresholds
-    assert "f1" in thresholds and "normal_quantile" in thresholds
+    assert THRESHOLD_F1 in thresholds and THRESHOLD_NORMAL in thresholds
 
 
 def test_resume_continues_the_same_schedule(data, trained, tmp_path):
@@ -183,3 +186,20 @@ def test_torchrun_ddp_with_gloo_two_processes(data, tmp_path):
     # 12 images (6 per category, minus 1 held out each = 10) over 2 processes of batch 2: 2 iterations.
     assert info.progress["iteration"] == 2
     load_model(out)
+
+
+# --- the command line --------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_every_option_has_a_help_sentence(command, capsys):
+    """`mmad train --help` and `mmad eval --help` list every option, each with its text."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = sub.choices[command]
+    options = [a for a in parser._actions if a.option_strings and not isinstance(a, argparse._HelpAction)]
+    assert len(options) >= 6
+    for action in options:
+        assert action.help and len(action.help.split()) >= 2, action.option_strings
+    with pytest.raises(SystemExit):
+        mmad([command, "--help"])
+    shown = capsys.readouterr().out
+    for action in options:
+        assert action.option_strings[0] in shown and action.help.split()[0] in shown

@@ -1,4 +1,4 @@
-"""Scan orders of the hybrid scanning (MODEL_SPEC §2.5): 5 curves × 8 directions.
+"""Scan orders of the hybrid scanning (training/README.md, "Scan orders and directions"): 5 curves × 8 directions.
 
 A curve is a permutation `curve` of 0..S²-1 over the flat (row·S + col) index of an S×S map:
 encoding is `seq[p] = flat[curve[p]]`, decoding scatters `seq[p]` back to `curve[p]`.
