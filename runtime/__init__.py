@@ -1,15 +1,27 @@
 """MMAD runtime: what an inspection camera runs (numpy, OpenCV, onnxruntime or TensorRT, GStreamer; never torch).
 
-backends.py            Backend interface, load_backend(): onnxruntime (backend_onnxruntime.py) / TensorRT (backend_tensorrt.py)
-model_info.py          the model's input spec and threshold, read from its "mmad.*" metadata
-processing.py          ROI crop, resize, map -> score, mask, regions, heat-map overlay
-inspector.py           FrameInspector: one frame in, one verdict out
-events.py              JSON-lines events, flushed per line
-sources.py             --source URIs -> GStreamer pipeline descriptions (desktop and Jetson)
-stream.py              `mmad stream`: the pipelines, the loop, stats, reconnects, signals
-commands.py            the `stream` subcommand for cli.py
-gst_element.py         the `mmadinfer` GStreamer element (gst_plugin/python/mmadinfer.py loads it)
-gst_util.py            importing Gst, element look-ups, the plugin's environment
-synthetic.py           a tiny synthetic model in the export contract, for tests and benchmarks
-bench.py               FPS of `mmad stream` and where the time goes
+The bottom layer, shared with training and export:
+    contract.py      every cross-stage name, tolerance, format and rule (op names, I/O, metadata, sidecar,
+                     thresholds, resize_to_input); imports nothing of the project but errors.py
+    errors.py        ConfigError: a bad model, source or option, in one sentence (exit code 2)
+    options.py       command-line options defined once, on the typed config field they fill
+
+Running a model:
+    backends/        Backend interface and load_backend(): base.py, onnxruntime.py, tensorrt.py
+    model_info.py    the model's input spec and threshold, read from its "mmad.*" metadata
+    processing.py    ROI crop, resize to the input, map -> score, mask, regions, heat-map overlay
+    inspector.py     FrameInspector: one frame in, one verdict out
+    events.py        JSON-lines events, flushed per line
+
+Streaming:
+    stream/          `mmad stream`: config, runner (the loop), pipelines (GStreamer in / out), stats, command
+    sources.py       --source URIs -> GStreamer pipeline descriptions (desktop and Jetson)
+    gst_util.py      importing Gst, element look-ups, the plugin's environment
+    gst_element.py   the `mmadinfer` GStreamer element (gst_plugin/python/mmadinfer.py loads it)
+
+Measuring and testing:
+    bench/           `mmad bench`: latency per backend and stage, deviation, report; the stream's FPS
+    synthetic.py     a tiny synthetic model in the contract's I/O, for tests and benchmarks
+
+    cli.py           the `mmad` command: each package's subcommands (train, eval, export, stream, bench)
 """

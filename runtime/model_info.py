@@ -1,13 +1,13 @@
 """What the runtime needs to know about an exported model, read from its metadata.
 
-The exporter writes the keys of `training/contract.py` (META_KEYS, prefixed "mmad.") into the ONNX
-metadata_props, and the same dictionary into a TensorRT engine's JSON sidecar. Everything here is
-read from there, so a new export with another image size or threshold drops in unchanged.
+The exporter writes the contract's META_KEYS (mmad.runtime.contract: "mmad."-prefixed, one writer)
+into the ONNX metadata_props, and the same dictionary into a TensorRT engine's JSON sidecar; the
+contract's one reader (read_metadata / read_sidecar) takes them back. Everything here is read from
+there, so a new export with another image size or threshold drops in unchanged.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -18,6 +18,7 @@ from mmad.runtime.contract import (
     META_PREFIX,
     OUTPUT_MAP,
     OUTPUT_SCORE,
+    read_metadata,
 )
 
 from .errors import ConfigError
@@ -46,11 +47,6 @@ class ModelInfo:
         return self.metadata.get("scan", "portable")
 
 
-def strip_prefix(metadata: Mapping[str, str]) -> dict[str, str]:
-    """Keep the "mmad.<key>" entries of a metadata map, keyed by <key>."""
-    return {k[len(META_PREFIX) :]: str(v) for k, v in metadata.items() if k.startswith(META_PREFIX)}
-
-
 def _parse_float(value: str | None, key: str, source: str) -> float | None:
     if value is None or value == "":
         return None
@@ -71,28 +67,29 @@ def _size_from_shape(shape: Sequence[object] | None) -> tuple[int, int] | None:
 
 
 def model_info_from_metadata(
-    metadata: Mapping[str, str],
+    props: Mapping[str, object],
     *,
     source: str,
     input_names: Sequence[str],
     output_names: Sequence[str],
     input_shape: Sequence[object] | None = None,
 ) -> ModelInfo:
-    """Build a ModelInfo from "mmad.*" metadata and the model's I/O names and input shape.
+    """Build a ModelInfo from a model's metadata props ("mmad.*" keys, as ONNX stores them) and its I/O.
 
-    The image size comes from the metadata (`image_size`), else from a static input shape.
-    Raises ConfigError naming the model file when the I/O does not follow the contract.
+    The props are read with the contract's reader (contract.read_metadata); the rest is
+    model_info_from_keys.
     """
-    meta = strip_prefix(metadata)  # keys beyond META_KEYS (a newer exporter) are kept, unused
-    if INPUT_NAME not in input_names:
-        raise ConfigError(f"{source}: expected an input named {INPUT_NAME!r}, found {list(input_names)}")
-    if OUTPUT_MAP not in output_names:
-        raise ConfigError(f"{source}: expected an output named {OUTPUT_MAP!r}, found {list(output_names)}")
-    for key, expected in (("input_layout", INPUT_LAYOUT), ("input_dtype", INPUT_DTYPE)):
-        if key in meta and meta[key] != expected:
-            raise ConfigError(f"{source}: metadata {META_PREFIX}{key}={meta[key]!r}, the runtime expects {expected!r}")
+    return model_info_from_keys(
+        read_metadata(props),
+        source=source,
+        input_names=input_names,
+        output_names=output_names,
+        input_shape=input_shape,
+    )
 
-    size = None
+
+def _image_size(meta: Mapping[str, str], input_shape: Sequence[object] | None, source: str) -> tuple[int, int]:
+    """(H, W) from the metadata's image_size, else from a static input shape; ConfigError when neither says."""
     if "image_size" in meta:
         try:
             side = int(meta["image_size"])
@@ -100,26 +97,44 @@ def model_info_from_metadata(
             raise ConfigError(
                 f"{source}: metadata {META_PREFIX}image_size={meta['image_size']!r} is not an integer"
             ) from None
-        size = (side, side)
-    size = size or _size_from_shape(input_shape)
+        return side, side
+    size = _size_from_shape(input_shape)
     if size is None:
         raise ConfigError(
             f"{source}: cannot tell the input size: no {META_PREFIX}image_size metadata and the input "
             f"shape {list(input_shape) if input_shape is not None else None} is not a static [B, H, W, 3]"
         )
+    return size
+
+
+def model_info_from_keys(
+    meta: Mapping[str, str],
+    *,
+    source: str,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    input_shape: Sequence[object] | None = None,
+) -> ModelInfo:
+    """Build a ModelInfo from metadata already read (keys without the prefix: read_metadata's result, or
+    an EngineSidecar's `metadata`) and the model's I/O names and input shape.
+
+    The image size comes from the metadata (`image_size`), else from a static input shape. Keys beyond
+    META_KEYS (a newer exporter) are kept, unused. Raises ConfigError naming the model file when the
+    I/O does not follow the contract.
+    """
+    if INPUT_NAME not in input_names:
+        raise ConfigError(f"{source}: expected an input named {INPUT_NAME!r}, found {list(input_names)}")
+    if OUTPUT_MAP not in output_names:
+        raise ConfigError(f"{source}: expected an output named {OUTPUT_MAP!r}, found {list(output_names)}")
+    for key, expected in (("input_layout", INPUT_LAYOUT), ("input_dtype", INPUT_DTYPE)):
+        if key in meta and meta[key] != expected:
+            raise ConfigError(f"{source}: metadata {META_PREFIX}{key}={meta[key]!r}, the runtime expects {expected!r}")
+    height, width = _image_size(meta, input_shape, source)
     return ModelInfo(
         source=source,
-        height=size[0],
-        width=size[1],
+        height=height,
+        width=width,
         threshold=_parse_float(meta.get("threshold"), "threshold", source),
         score_name=OUTPUT_SCORE if OUTPUT_SCORE in output_names else None,
-        metadata=meta,
+        metadata=dict(meta),
     )
-
-
-def metadata_as_strings(obj: Mapping[str, object]) -> dict[str, str]:
-    """Metadata stored as a JSON object (an engine sidecar's "metadata") with values as strings.
-
-    Structured values (lists) are re-encoded as JSON, the way ONNX metadata_props stores them.
-    """
-    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in obj.items()}

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from mmad.runtime.contract import resize_to_input
+
 from .errors import ConfigError
 
 
@@ -61,13 +63,10 @@ def to_rgb(frame: np.ndarray, color_order: str) -> np.ndarray:
 def model_input(frame: np.ndarray, roi: Roi, size: tuple[int, int], color_order: str = "RGB") -> np.ndarray:
     """Crop `roi` from a uint8 [H, W, 3] frame and resize it to size=(height, width): uint8 [h, w, 3] RGB.
 
-    INTER_AREA when shrinking (no aliasing of fine texture), INTER_LINEAR when enlarging.
+    The resize is the contract's resize_to_input (INTER_AREA shrinking, INTER_LINEAR enlarging), the
+    one training feeds the model through too.
     """
-    crop = frame[roi.y : roi.y + roi.h, roi.x : roi.x + roi.w]
-    height, width = size
-    if crop.shape[:2] != (height, width):
-        shrinking = crop.shape[0] > height or crop.shape[1] > width
-        crop = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    crop = resize_to_input(frame[roi.y : roi.y + roi.h, roi.x : roi.x + roi.w], size)
     return np.ascontiguousarray(to_rgb(crop, color_order))
 
 

@@ -29,6 +29,7 @@ SOURCE_HELP = (
 VIDEO_ONLY = "video/x-raw(ANY)"
 DECODE = f"decodebin name=decoder ! {VIDEO_ONLY}"
 OUTPUT_MUXERS = {".mp4": "mp4mux", ".mkv": "matroskamux", ".mov": "qtmux"}
+X264ENC = "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30"  # the software encoder: low latency
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ def source_description(spec: SourceSpec, platform: Platform) -> str:
     if spec.kind == "uri":
         return f"uridecodebin uri={_quote(spec.location)} name=decoder ! {VIDEO_ONLY}"
     if spec.kind == "rtsp":
-        # TCP interleaved transport survives NAT and packet loss better than UDP; latency is rtspsrc's jitter buffer in ms.
+        # TCP interleaved transport survives NAT and packet loss better than UDP; latency is rtspsrc's
+        # jitter buffer in ms.
         return f"rtspsrc location={_quote(spec.location)} latency=100 protocols=tcp ! {DECODE}"
     if spec.kind == "v4l2":
         return f"v4l2src device={_quote(spec.location)} ! {DECODE}"
@@ -155,20 +157,24 @@ def input_pipeline_description(spec: SourceSpec, platform: Platform) -> str:
     )
 
 
+def output_muxer(out: str) -> str:
+    """The muxer element for an --out file, from its suffix; ConfigError for a container the stream cannot write."""
+    suffix = Path(out).suffix.lower()
+    if suffix not in OUTPUT_MUXERS:
+        raise ConfigError(f"--out {out}: unsupported container {suffix!r}; expected one of {', '.join(OUTPUT_MUXERS)}")
+    return OUTPUT_MUXERS[suffix]
+
+
 def output_pipeline_description(out: str | None, display: bool, caps: str, platform: Platform) -> str:
     """appsrc (annotated RGB frames, `caps`) -> encoder -> file, and/or -> a display window."""
     branches = []
     if out:
-        suffix = Path(out).suffix.lower()
-        if suffix not in OUTPUT_MUXERS:
-            raise ConfigError(
-                f"--out {out}: unsupported container {suffix!r}; expected one of {', '.join(OUTPUT_MUXERS)}"
-            )
+        muxer = output_muxer(out)
         if platform.nvv4l2h264enc and platform.nvvidconv:
             encode = "nvvidconv ! video/x-raw(memory:NVMM),format=I420 ! nvv4l2h264enc insert-sps-pps=true"
         else:
-            encode = "videoconvert ! video/x-raw,format=I420 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30"
-        branches.append(f"queue ! {encode} ! h264parse ! {OUTPUT_MUXERS[suffix]} ! filesink location={_quote(out)}")
+            encode = f"videoconvert ! video/x-raw,format=I420 ! {X264ENC}"
+        branches.append(f"queue ! {encode} ! h264parse ! {muxer} ! filesink location={_quote(out)}")
     if display:
         sink = "nv3dsink" if platform.nv3dsink else "autovideosink"
         branches.append(f"queue leaky=downstream max-size-buffers=2 ! videoconvert ! {sink} sync=false")

@@ -1,43 +1,64 @@
 """A tiny synthetic anomaly model in the exported model's I/O contract, for tests and benchmarks.
 
-It scores how far a pixel is from mid-grey, which is exactly what separates the defects of
-samples/make_video.py (dark scratches and stains) from its normal frames (within +-30 grey levels):
+It scores how far a pixel is from mid-grey, which is exactly what separates the defects of the
+generated video (mmad.runtime.bench.synthetic_video: dark scratches and stains) from its normal
+frames (within +-30 grey levels):
 
     anomaly_map = AveragePool_k( mean_c |image - 128| / 128 )      [B, 1, H, W] float32
     score       = max over the map                                  [B] float32
 
-Input, outputs and metadata follow training/contract.py (uint8 NHWC `image`, `anomaly_map`,
-`score`, "mmad.*" metadata_props), so the runtime loads it exactly like a real export.
+Input, outputs and metadata follow the contract (mmad.runtime.contract: uint8 NHWC `image`,
+`anomaly_map`, `score`, metadata written by its metadata_props), so the runtime loads it exactly
+like a real export.
 Building it needs the `onnx` package (a development dependency, not a runtime one).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from mmad.runtime.contract import IMAGENET_MEAN, IMAGENET_STD, INPUT_NAME, META_PREFIX, OUTPUT_MAP, OUTPUT_SCORE
+from mmad.runtime.contract import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INPUT_DTYPE,
+    INPUT_LAYOUT,
+    INPUT_NAME,
+    OUTPUT_MAP,
+    OUTPUT_SCORE,
+    metadata_props,
+)
 
 REFERENCE_GREY = 128.0
-# make_video keeps normal pixels within 30/128 = 0.23 of mid-grey and draws defects at >= 0.5 after
+# The generated video keeps normal pixels within 30/128 = 0.23 of mid-grey and draws defects at >= 0.5 after
 # pooling; 0.35 sits between them.
 SYNTHETIC_THRESHOLD = 0.35
 
 
-def synthetic_model(
-    path: str | Path, image_size: int = 256, pool: int = 7, threshold: float = SYNTHETIC_THRESHOLD
-) -> Path:
-    """Write the synthetic ONNX model (opset 17, dynamic batch) to `path` and return the path.
+def synthetic_metadata(image_size: int, threshold: float) -> dict[str, object]:
+    """The synthetic model's metadata, as the exporter writes a real model's (contract.META_KEYS)."""
+    return {
+        "threshold": threshold,
+        "threshold_f1": threshold,
+        "image_size": image_size,
+        "input_layout": INPUT_LAYOUT,
+        "input_dtype": INPUT_DTYPE,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "encoder": "none",
+        "arch": "synthetic",
+        "model_version": "0",
+        "weights_sha256": "",
+        "scan": "portable",
+        "precision": "fp32",
+    }
 
-    pool: odd side of the average-pooling window, which smooths sensor noise out of the map.
-    """
-    import onnx
+
+def _graph(image_size: int, pool: int):
+    """The ONNX graph: uint8 NHWC image -> distance from grey -> pooled map -> its max."""
     from onnx import TensorProto, helper
 
-    if pool % 2 == 0:
-        raise ValueError(f"pool={pool}: expected an odd window")
     half = pool // 2
     nodes = [
         helper.make_node("Cast", [INPUT_NAME], ["pixels"], to=TensorProto.FLOAT),
@@ -51,7 +72,7 @@ def synthetic_model(
         ),
         helper.make_node("ReduceMax", [OUTPUT_MAP], [OUTPUT_SCORE], axes=[1, 2, 3], keepdims=0),
     ]
-    graph = helper.make_graph(
+    return helper.make_graph(
         nodes,
         "mmad_synthetic",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["batch", image_size, image_size, 3])],
@@ -64,28 +85,27 @@ def synthetic_model(
             helper.make_tensor("scale", TensorProto.FLOAT, [], [1.0 / REFERENCE_GREY]),
         ],
     )
+
+
+def synthetic_model(
+    path: str | Path, image_size: int = 256, pool: int = 7, threshold: float = SYNTHETIC_THRESHOLD
+) -> Path:
+    """Write the synthetic ONNX model (opset 17, dynamic batch) to `path` and return the path.
+
+    pool: odd side of the average-pooling window, which smooths sensor noise out of the map.
+    """
+    import onnx
+    from onnx import helper
+
+    if pool % 2 == 0:
+        raise ValueError(f"pool={pool}: expected an odd window")
     model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="mmad.runtime.synthetic"
+        _graph(image_size, pool), opset_imports=[helper.make_opsetid("", 17)], producer_name="mmad.runtime.synthetic"
     )
     model.ir_version = 8  # readable by onnxruntime >= 1.14
-    metadata = {
-        "threshold": threshold,
-        "threshold_f1": threshold,
-        "image_size": image_size,
-        "input_layout": "NHWC",
-        "input_dtype": "uint8",
-        "mean": json.dumps(list(IMAGENET_MEAN)),
-        "std": json.dumps(list(IMAGENET_STD)),
-        "encoder": "none",
-        "arch": "synthetic",
-        "model_version": "0",
-        "weights_sha256": "",
-        "scan": "portable",
-        "precision": "fp32",
-    }
-    for key, value in metadata.items():
+    for key, value in metadata_props(synthetic_metadata(image_size, threshold)).items():
         entry = model.metadata_props.add()
-        entry.key, entry.value = META_PREFIX + key, str(value)
+        entry.key, entry.value = key, value
     onnx.checker.check_model(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,9 +11,10 @@ the best execution provider present: TensorRT, CUDA, then CPU). Each backend mod
 library only when a model is loaded, so a Jetson without onnxruntime or a PC without TensorRT can
 import this module.
 
-    base.py         the Backend interface
-    onnxruntime.py  an ONNX file in onnxruntime
-    tensorrt.py     a TensorRT engine and its sidecar
+    base.py             the Backend interface
+    onnxruntime.py      an ONNX file in onnxruntime (registers the SelectiveScan op's kernel when needed)
+    tensorrt.py         a TensorRT engine and its sidecar
+    tensorrt_plugin.py  the SelectiveScan TensorRT plugin library: which one, and loading it
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def backend_kind_for_file(path: str | Path) -> str:
     if suffix in ONNX_SUFFIXES:
         return "onnxruntime"
     raise ConfigError(
-        f"--model {path}: unknown model type {suffix!r}; expected an ONNX file (.onnx) or a TensorRT engine ({', '.join(ENGINE_SUFFIXES)})"
+        f"--model {path}: unknown model type {suffix!r}; expected an ONNX file (.onnx) or a TensorRT engine "
+        f"({', '.join(ENGINE_SUFFIXES)})"
     )
 
 
@@ -49,12 +51,15 @@ def load_backend(
     op_library: str | None = None,
     plugin_library: str | None = None,
     allow_foreign_engine: bool = False,
+    threads: int = 0,
 ) -> Backend:
     """Load `model` with the named backend, or with the best one for its file type ("auto").
 
-    op_library: onnxruntime custom-op library for a graph with the SelectiveScan op.
+    op_library: onnxruntime custom-op library for a graph with the SelectiveScan op (default: the
+        project's CPU kernel through onnxruntime-extensions, registered when the graph needs it).
     plugin_library: the TensorRT plugin library (default: named in the engine's sidecar).
     allow_foreign_engine: try an engine whose sidecar says it was built with another TensorRT or GPU.
+    threads: onnxruntime's intra-op CPU threads (0: its default); TensorRT ignores it.
     Raises ConfigError for a missing file, an unknown backend or a model the backend cannot run.
     """
     path = Path(model)
@@ -64,8 +69,9 @@ def load_backend(
         raise ConfigError(f"--backend {backend!r}: expected one of {', '.join(BACKEND_CHOICES)}")
     kind = backend_kind_for_file(path)
     if backend != "auto" and not backend.startswith(kind):
+        what = "TensorRT engine" if kind == "tensorrt" else "ONNX model"
         raise ConfigError(
-            f"--backend {backend} cannot run {path.name}: it is a {'TensorRT engine' if kind == 'tensorrt' else 'ONNX model'}"
+            f"--backend {backend} cannot run {path.name}: it is a {what}"
             + ("; build an engine from it first (mmad export)" if kind == "onnxruntime" else "")
         )
     if kind == "tensorrt":
@@ -75,4 +81,4 @@ def load_backend(
     from mmad.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
     provider = backend.partition("-")[2] or "auto"
-    return OnnxRuntimeBackend(path, provider=provider, op_library=op_library)
+    return OnnxRuntimeBackend(path, provider=provider, op_library=op_library, threads=threads)

@@ -1,4 +1,5 @@
-"""The interface every inference backend implements: a loaded model, its input spec, a batch in, maps and scores out."""
+"""The interface every inference backend implements: a loaded model, its input spec, a batch in, maps and
+scores out."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 RGB [B, H, W, 3], (H, W) = (info.height, info.width) -> (maps float32 [B, h, w], scores float32 [B]).
+        """Images uint8 RGB [B, H, W, 3], (H, W) = (info.height, info.width) -> (maps, scores).
 
-        The maps are at the model's output size (the input size for MMAD exports).
+        maps float32 [B, h, w] at the model's output size (the input size for MMAD exports), scores float32 [B].
         """
 
     def describe(self) -> str:
@@ -40,6 +41,7 @@ class Backend(abc.ABC):
         expected = (self.info.height, self.info.width, 3)
         if images.ndim != 4 or images.shape[1:] != expected or images.dtype != np.uint8:
             raise ValueError(
-                f"{self.info.source}: expected uint8 images [B, {expected[0]}, {expected[1]}, 3], got {images.dtype} {list(images.shape)}"
+                f"{self.info.source}: expected uint8 images [B, {expected[0]}, {expected[1]}, 3], "
+                f"got {images.dtype} {list(images.shape)}"
             )
         return np.ascontiguousarray(images)

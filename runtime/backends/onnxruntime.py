@@ -1,8 +1,11 @@
 """ONNX Runtime backend: the portable graph on CPU, or the CUDA / TensorRT execution providers.
 
 A graph exported with the SelectiveScan custom op (metadata scan = "custom-op") needs that op's
-kernel: a custom-op library (`op_library`, registered with the session), or onnxruntime-extensions
-when it is installed and the op has been registered with it in this process.
+kernel. With `op_library` (--op-library) that custom-op library is registered with the session;
+without it the backend registers the project's own kernel (mmad.plugins.selective_scan.onnxruntime_op:
+the C++ CPU scan as an onnxruntime-extensions op) when the graph turns out to need it, and loads the
+graph again. When onnxruntime-extensions or the C++ kernel is missing, that is a ConfigError saying so.
+This is the one place the runtime does that; every caller (stream, bench, mmadinfer) loads through here.
 """
 
 from __future__ import annotations
@@ -91,12 +94,16 @@ class OnnxRuntimeBackend(Backend):
         self._outputs = [OUTPUT_MAP] + ([self.info.score_name] if self.info.score_name else [])
 
     def _open_session(self, ort, providers: list[str], op_library: str | None, threads: int):
-        def session(extra_library: str | None):
+        """The session; a custom-op graph without `op_library` gets the project's SelectiveScan op."""
+
+        def session(extra_library: str | None = None, scan_op: bool = False):
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
             options.log_severity_level = 3  # errors only: provider fall-back notices are expected on CPU machines
             if extra_library:
                 options.register_custom_ops_library(extra_library)
+            if scan_op:
+                options = _with_scan_op(options)
             return ort.InferenceSession(
                 str(self.path), sess_options=options, providers=providers, provider_options=_provider_options(providers)
             )
@@ -108,17 +115,17 @@ class OnnxRuntimeBackend(Backend):
         except Exception as err:  # onnxruntime raises its own exception types for bad graphs
             if not _needs_custom_op(err) or op_library:
                 raise ConfigError(f"--model {self.path}: onnxruntime cannot load it: {err}") from None
-        extensions = _extensions_library()
-        if extensions is None:
-            raise ConfigError(
-                f"--model {self.path} uses the custom op {SCAN_OP_DOMAIN}:{SCAN_OP_TYPE}; give its kernel library with "
-                "--op-library, install onnxruntime-extensions, or use the portable export"
-            )
         try:
-            return session(extensions)
+            return session(scan_op=True)
+        except ImportError as err:  # CustomOpUnavailable: onnxruntime-extensions or the C++ kernel is missing
+            raise ConfigError(
+                f"--model {self.path} uses the custom op {SCAN_OP_DOMAIN}:{SCAN_OP_TYPE}, and the project's kernel "
+                f"for it cannot be used here: {err}. Give a kernel library with --op-library, or use the portable "
+                "export"
+            ) from None
         except Exception as err:
             raise ConfigError(
-                f"--model {self.path}: onnxruntime cannot load it even with onnxruntime-extensions: {err}"
+                f"--model {self.path}: onnxruntime cannot load it even with the {SCAN_OP_TYPE} op registered: {err}"
             ) from None
 
     def describe(self) -> str:
@@ -136,10 +143,11 @@ class OnnxRuntimeBackend(Backend):
         self.session = None
 
 
-def _extensions_library() -> str | None:
-    """onnxruntime-extensions' library path (its ai.onnx.contrib ops), or None when not installed."""
-    try:
-        from onnxruntime_extensions import get_library_path
-    except ImportError:
-        return None
-    return get_library_path()
+def _with_scan_op(options):
+    """Session options with the SelectiveScan op registered (onnxruntime-extensions running the C++ scan).
+
+    ImportError (CustomOpUnavailable) naming what is missing: onnxruntime-extensions or the C++ kernel.
+    """
+    from mmad.plugins.selective_scan.onnxruntime_op import session_options_with_custom_ops
+
+    return session_options_with_custom_ops(options)

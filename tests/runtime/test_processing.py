@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
-from mmad.runtime.contract import INPUT_NAME, META_PREFIX, OUTPUT_MAP, OUTPUT_SCORE
+from mmad.runtime.contract import INPUT_NAME, META_PREFIX, OUTPUT_MAP, OUTPUT_SCORE, read_metadata, resize_to_input
 from mmad.runtime.errors import ConfigError
 from mmad.runtime.events import EventWriter, read_events
-from mmad.runtime.model_info import metadata_as_strings, model_info_from_metadata
+from mmad.runtime.model_info import model_info_from_keys, model_info_from_metadata
 from mmad.runtime.processing import (
     Roi,
     anomalous_regions,
@@ -47,6 +48,16 @@ def test_model_input_crops_resizes_and_orders_colours():
     assert (model_input(frame, Roi(40, 20, 40, 40), (64, 64), "BGR") == (30, 20, 10)).all()
     same = model_input(frame, Roi(0, 0, 160, 120), (120, 160))
     assert np.array_equal(same, frame)
+
+
+def test_model_input_resizes_with_the_contracts_function():
+    """The runtime and training resize through the one resize_to_input (INTER_AREA down, INTER_LINEAR up)."""
+    frame = np.random.default_rng(3).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    roi = Roi(10, 20, 90, 70)
+    crop = frame[20:90, 10:100]
+    for size in ((32, 48), (200, 150)):  # shrinking, enlarging
+        assert np.array_equal(model_input(frame, roi, size), resize_to_input(crop, size))
+    assert np.array_equal(model_input(frame, roi, (32, 48)), cv2.resize(crop, (48, 32), interpolation=cv2.INTER_AREA))
 
 
 def test_map_to_frame_places_the_map_inside_the_roi_only():
@@ -145,8 +156,17 @@ def test_model_info_errors_name_the_file(meta, io, message):
     assert "bad_model.onnx" in str(err.value)
 
 
-def test_metadata_as_strings_reencodes_structured_values():
-    assert metadata_as_strings({"a": "x", "b": 0.5, "c": [1, 2]}) == {"a": "x", "b": "0.5", "c": "[1, 2]"}
+def test_model_info_from_keys_takes_metadata_already_read():
+    """An engine sidecar's metadata comes without the prefix (contract.read_sidecar): the same ModelInfo."""
+    props = {META_PREFIX + "threshold": "0.42", META_PREFIX + "image_size": "256", META_PREFIX + "scan": "custom-op"}
+    from_props = model_info_from_metadata(props, source="m.engine", **IO)
+    assert model_info_from_keys(read_metadata(props), source="m.engine", **IO) == from_props
+    assert from_props.scan == "custom-op" and dict(from_props.metadata) == read_metadata(props)
+
+
+def test_metadata_reader_reencodes_structured_values():
+    # Was model_info.metadata_as_strings (an engine sidecar's JSON metadata); the contract's reader does it now.
+    assert read_metadata({"mmad.a": "x", "mmad.b": 0.5, "mmad.c": [1, 2]}) == {"a": "x", "b": "0.5", "c": "[1, 2]"}
 
 
 # --- events ----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 
 from mmad.runtime.errors import ConfigError
 from mmad.runtime.sources import Platform, input_pipeline_description, output_pipeline_description, parse_source
-from mmad.runtime.stream.runner import DecodeWatch, FrameClock, StreamStats
+from mmad.runtime.stream.stats import DecodeWatch, FrameClock, StreamStats
 
 DESKTOP = Platform()
 JETSON = Platform(nvvidconv=True, nvv4l2decoder=True, nvv4l2h264enc=True, nvarguscamerasrc=True, nv3dsink=True)

@@ -1,8 +1,8 @@
 """`mmad stream` end to end on CPU with real GStreamer and the onnxruntime backend.
 
-A generated video (samples/make_video.py: normal frames, defects at known indices) goes through the
-stream; the synthetic model (runtime/synthetic.py) separates its defects by construction, so the
-events must mark exactly the ground-truth defect frames.
+A generated video (mmad.runtime.bench.synthetic_video: normal frames, defects at known indices) goes
+through the stream; the synthetic model (runtime/synthetic.py, the `synthetic_onnx` fixture) separates
+its defects by construction, so the events must mark exactly the ground-truth defect frames.
 """
 
 from __future__ import annotations
@@ -33,11 +33,10 @@ if REASON:
     pytest.skip(REASON, allow_module_level=True)
 pytest.importorskip("onnx", reason="building the synthetic model needs the onnx package")
 
+from mmad.runtime.bench.synthetic_video import make_video  # noqa: E402
 from mmad.runtime.cli import main as mmad_main  # noqa: E402
 from mmad.runtime.events import read_events  # noqa: E402
 from mmad.runtime.stream import StreamConfig, run_stream  # noqa: E402
-from mmad.runtime.synthetic import synthetic_model  # noqa: E402
-from mmad.samples.make_video import make_video  # noqa: E402
 
 N_FRAMES = 48
 DEFECTS = [7, 21, 36]
@@ -55,19 +54,24 @@ def count_frames(path: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, synthetic_onnx):
     folder = tmp_path_factory.mktemp("stream")
     video = folder / "sample.mp4"
     make_video(video, n_frames=N_FRAMES, fps=15, size=(320, 240), defect_frames=DEFECTS, seed=3)
-    return {
-        "video": video,
-        "truth": json.loads(video.with_suffix(".json").read_text()),
-        "model": synthetic_model(folder / "synthetic.onnx"),
-    }
+    return {"video": video, "truth": json.loads(video.with_suffix(".json").read_text()), "model": synthetic_onnx}
 
 
-def mmad_command(*args: str) -> list[str]:
-    return [sys.executable, "-c", "import sys; from mmad.runtime.cli import main; sys.exit(main(sys.argv[1:]))", *args]
+def flags(**options: object) -> list[str]:
+    """Command-line flags from keywords: flags(events_mode="frame") -> ["--events-mode", "frame"]."""
+    return [item for name, value in options.items() for item in ("--" + name.replace("_", "-"), str(value))]
+
+
+def start_stream(*args: str) -> subprocess.Popen:
+    """`mmad stream ARGS` in a child process, as a user runs it (stdout and stderr captured)."""
+    command = [sys.executable, "-c", "import sys; from mmad.runtime.cli import main; sys.exit(main(sys.argv[1:]))"]
+    return subprocess.Popen(
+        [*command, "stream", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
+    )
 
 
 def wait_for_lines(path: Path, n: int, timeout: float, proc: subprocess.Popen | None = None) -> int:
@@ -90,25 +94,8 @@ def test_video_through_stream_marks_exactly_the_defect_frames(data, tmp_path):
         tmp_path / "stats.json",
         tmp_path / "anomalies",
     )
-    args = [
-        "stream",
-        "--model",
-        str(data["model"]),
-        "--source",
-        str(data["video"]),
-        "--out",
-        str(out),
-        "--events",
-        str(events),
-        "--events-mode",
-        "frame",
-        "--stats-json",
-        str(stats),
-        "--save-anomalies",
-        str(saved),
-        "--backend",
-        "onnxruntime",
-    ]
+    args = ["stream", *flags(model=data["model"], source=data["video"], out=out, events=events, events_mode="frame")]
+    args += flags(stats_json=stats, save_anomalies=saved, backend="onnxruntime")
     code = (
         "import sys\nfrom mmad.runtime.cli import main\n"
         f"rc = main({args!r})\n"
@@ -151,26 +138,8 @@ def test_threshold_override_and_roi(data, tmp_path):
 
 def test_sigint_mid_stream_leaves_a_playable_file(data, tmp_path):
     out, events, stats = tmp_path / "live.mp4", tmp_path / "events.jsonl", tmp_path / "stats.json"
-    proc = subprocess.Popen(
-        mmad_command(
-            "stream",
-            "--model",
-            str(data["model"]),
-            "--source",
-            "test",
-            "--out",
-            str(out),
-            "--events",
-            str(events),
-            "--events-mode",
-            "frame",
-            "--stats-json",
-            str(stats),
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
+    proc = start_stream(
+        *flags(model=data["model"], source="test", out=out, events=events, events_mode="frame", stats_json=stats)
     )
     try:
         assert wait_for_lines(events, 15, timeout=60, proc=proc) >= 15, (
@@ -219,7 +188,8 @@ def test_model_error_after_gstreamer_is_loaded_is_a_clear_error(data, tmp_path):
     """onnxruntime failing on a graph with the custom op, in a process that has loaded cv2 and GStreamer.
 
     Regression: with onnxruntime imported after Gst.init, its C++ exception crashed the process
-    (libgstreamer's libunwind); gst_util imports it first.
+    (libgstreamer's libunwind); gst_util imports it first. onnxruntime-extensions is made unimportable,
+    so the backend cannot register the op's kernel and the error is the one a user without it sees.
     """
     from onnx import TensorProto, helper, save
 
@@ -236,12 +206,14 @@ def test_model_error_after_gstreamer_is_loaded_is_a_clear_error(data, tmp_path):
     )
     model.ir_version = 8
     save(model, str(tmp_path / "custom.onnx"))
+    args = ["stream", "--model", str(tmp_path / "custom.onnx"), "--source", str(data["video"])]
     code = (
         "import sys, cv2\n"
+        "sys.modules['onnxruntime_extensions'] = None\n"
         "from mmad.runtime.gst_util import import_gst\n"
         "import_gst()\n"
         "from mmad.runtime.cli import main\n"
-        f"sys.exit(main(['stream', '--model', {str(tmp_path / 'custom.onnx')!r}, '--source', {str(data['video'])!r}]))\n"
+        f"sys.exit(main({args!r}))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=ENV)
     assert result.returncode == 2, result.stderr
@@ -267,7 +239,8 @@ server.set_address("127.0.0.1")
 server.set_service(sys.argv[1])
 factory = GstRtspServer.RTSPMediaFactory()
 factory.set_launch("( videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=15/1 "
-                   "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! rtph264pay name=pay0 pt=96 config-interval=1 )")
+                   "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 "
+                   "! rtph264pay name=pay0 pt=96 config-interval=1 )")
 factory.set_shared(True)
 server.get_mount_points().add_factory("/test", factory)
 if server.attach(None) == 0:
@@ -309,28 +282,10 @@ def test_rtsp_source_lost_and_recovered(data, tmp_path):
     port = _free_port()
     events, stats, out = tmp_path / "events.jsonl", tmp_path / "stats.json", tmp_path / "rtsp.mp4"
     server = _start_rtsp_server(script, port)
-    stream = subprocess.Popen(
-        mmad_command(
-            "stream",
-            "--model",
-            str(data["model"]),
-            "--source",
-            f"rtsp://127.0.0.1:{port}/test",
-            "--out",
-            str(out),
-            "--events",
-            str(events),
-            "--events-mode",
-            "frame",
-            "--stats-json",
-            str(stats),
-            "--stats-interval",
-            "0",
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
+    source = f"rtsp://127.0.0.1:{port}/test"
+    stream = start_stream(
+        *flags(model=data["model"], source=source, out=out, events=events, events_mode="frame", stats_json=stats),
+        *flags(stats_interval=0),
     )
     try:
         assert wait_for_lines(events, 10, timeout=60, proc=stream) >= 10, "no frames from the RTSP server"
@@ -382,7 +337,8 @@ def test_mmadinfer_element_in_gst_launch(data, tmp_path):
     out = tmp_path / "element.mp4"
     pipeline = (
         f"filesrc location={data['video']} ! decodebin ! videoconvert ! video/x-raw,format=RGB "
-        f"! mmadinfer model={data['model']} ! videoconvert ! x264enc speed-preset=ultrafast ! mp4mux ! filesink location={out}"
+        f"! mmadinfer model={data['model']} ! videoconvert ! x264enc speed-preset=ultrafast ! mp4mux "
+        f"! filesink location={out}"
     )
     result = subprocess.run(
         ["gst-launch-1.0", "-m", *pipeline.split()], capture_output=True, text=True, timeout=120, env=env

@@ -1,0 +1,57 @@
+"""`mmad stream`'s command line, made from StreamConfig: every option has a help sentence, the flags are the
+documented ones, and the parsed options fill the config; no GStreamer needed."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from mmad.runtime.cli import build_parser
+from mmad.runtime.options import config_from_args
+from mmad.runtime.stream import StreamConfig
+
+FLAGS = {
+    "--model",
+    "--source",
+    "--out",
+    "--events",
+    "--events-mode",
+    "--save-anomalies",
+    "--roi",
+    "--threshold",
+    "--display",
+    "--backend",
+    "--op-library",
+    "--plugin-library",
+    "--allow-foreign-engine",
+    "--max-frames",
+    "--stats-interval",
+    "--stats-json",
+    "--reconnect-attempts",
+    "--verbose",
+}
+
+
+def stream_parser() -> argparse.ArgumentParser:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices["stream"]
+
+
+def test_every_stream_option_has_help_text():
+    actions = [a for a in stream_parser()._actions if not isinstance(a, argparse._HelpAction)]
+    missing = [a.option_strings for a in actions if not (a.help and len(a.help.split()) >= 3)]
+    assert not missing, missing
+    assert {f for a in actions for f in a.option_strings if f.startswith("--")} == FLAGS
+
+
+def test_options_fill_the_stream_config():
+    args = stream_parser().parse_args(
+        ["--model", "m.onnx", "--source", "test", "--threshold", "0.7", "--max-frames", "5", "--display"]
+    )
+    config = config_from_args(StreamConfig, args)
+    assert (config.model, config.source, config.threshold, config.max_frames) == ("m.onnx", "test", 0.7, 5)
+    assert config.display and not config.allow_foreign_engine and config.events_mode == "anomaly"
+    defaults = StreamConfig(model="m.onnx", source="test")
+    unchanged = ("out", "backend", "stats_interval", "reconnect_attempts", "op_library", "stall_timeout")
+    assert all(getattr(config, f) == getattr(defaults, f) for f in unchanged)
+    assert {f.name for f in dataclasses.fields(StreamConfig)} >= {"backoff_initial", "durable_events"}
