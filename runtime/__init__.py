@@ -22,6 +22,7 @@ Streaming:
 Measuring and testing:
     bench/           `mmad bench`: latency per backend and stage, deviation, report; the stream's FPS
     synthetic.py     a tiny synthetic model in the contract's I/O, for tests and benchmarks
+    synthetic_video.py  generated inspection frames and videos with defects in known frames (bench, samples)
 
     cli.py           the `mmad` command: each package's subcommands (train, eval, export, stream, bench)
 """

@@ -1,7 +1,7 @@
 """A tiny synthetic anomaly model in the exported model's I/O contract, for tests and benchmarks.
 
 It scores how far a pixel is from mid-grey, which is exactly what separates the defects of the
-generated video (mmad.runtime.bench.synthetic_video: dark scratches and stains) from its normal
+generated video (mmad.runtime.synthetic_video: dark scratches and stains) from its normal
 frames (within +-30 grey levels):
 
     anomaly_map = AveragePool_k( mean_c |image - 128| / 128 )      [B, 1, H, W] float32

@@ -3,7 +3,7 @@
     python -m mmad.samples.make_video sample.mp4 --frames 60 --fps 15 --size 320x240 --defects 12,30,47
 
 writes sample.mp4 (H.264 through GStreamer; .avi: MJPEG through OpenCV) and sample.json, the ground
-truth. The frames are drawn by mmad.runtime.bench.synthetic_video (the benchmarks use the same
+truth. The frames are drawn by mmad.runtime.synthetic_video (the benchmarks use the same
 scene); make_video and render_frames are re-exported here for scripts that import them from the
 samples.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmad.runtime.bench.synthetic_video import Defect, make_video, render_frames
+from mmad.runtime.synthetic_video import Defect, make_video, render_frames
 
 __all__ = ["Defect", "main", "make_video", "render_frames"]
 

@@ -24,7 +24,6 @@ pre-processed images and compares maps and scores with the reference's.
     candidates.py       which backends run here, the reference first, and why the others cannot
     checkpoint.py       the one adapter above the runtime: PyTorch eager and the export of a checkpoint
     frames.py           the images or generated frames every backend sees
-    synthetic_video.py  generated inspection frames and videos with defects in known frames
     deviation.py        each backend's distance from the reference, against the contract's tolerances
     run.py              the timing loop per stage and batch size, and run_bench()
     environment.py      the machine the numbers were measured on

@@ -23,7 +23,7 @@ from pathlib import Path
 from mmad.runtime.backends import ENGINE_SUFFIXES, ONNX_SUFFIXES, Backend, backend_kind_for_file, load_backend
 from mmad.runtime.bench.checkpoint import CheckpointExports, load_torch_backend
 from mmad.runtime.bench.config import BenchConfig
-from mmad.runtime.contract import PLUGIN_ENV, SCAN_OP_TYPE
+from mmad.runtime.contract import PLUGIN_ENV
 from mmad.runtime.errors import ConfigError
 
 log = logging.getLogger("mmad.bench")
@@ -65,23 +65,10 @@ class Plan:
 
 # --- Loading -------------------------------------------------------------------------------------
 def load_onnx_backend(path: Path, provider: str, config: BenchConfig) -> Backend:
-    """An ONNX file in onnxruntime; a custom-op graph without --op-library gets the SelectiveScan op
-    registered with onnxruntime-extensions (mmad.plugins.selective_scan.onnxruntime_op) and is loaded again."""
+    """An ONNX file in onnxruntime (a custom-op graph gets the SelectiveScan op from the backend itself)."""
     from mmad.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
-    try:
-        return OnnxRuntimeBackend(path, provider=provider, op_library=config.op_library, threads=config.cpu_threads)
-    except ConfigError as err:
-        if SCAN_OP_TYPE not in str(err) or config.op_library:
-            raise
-    try:
-        onnxruntime_op = importlib.import_module("mmad.plugins.selective_scan.onnxruntime_op")
-        onnxruntime_op.register_selective_scan_op()
-    except ImportError as err:
-        raise ConfigError(
-            f"the custom-op graph needs onnxruntime-extensions and mmad.plugins.selective_scan.onnxruntime_op: {err}"
-        ) from None
-    return OnnxRuntimeBackend(path, provider=provider, threads=config.cpu_threads)
+    return OnnxRuntimeBackend(path, provider=provider, op_library=config.op_library, threads=config.cpu_threads)
 
 
 def load_engine_backend(path: Path, plugin_library: str | None) -> Backend:

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 
 from mmad.runtime.bench.config import DEFAULT_FRAME_SIZE, BenchConfig
-from mmad.runtime.bench.synthetic_video import render_frames
 from mmad.runtime.errors import ConfigError
+from mmad.runtime.synthetic_video import render_frames
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -54,7 +54,7 @@ def generated_frames(size: tuple[int, int], count: int) -> tuple[list[np.ndarray
     """`count` generated inspection frames of size (width, height), every other one with a defect."""
     defect_frames = list(range(1, count, 2))
     frames = [frame for frame, _ in render_frames(count, size, defect_frames, seed=0)]
-    source = "generated (mmad.runtime.bench.synthetic_video.render_frames, seed 0)"
+    source = "generated (mmad.runtime.synthetic_video.render_frames, seed 0)"
     return frames, {"source": source, "defect_frames": defect_frames}
 
 

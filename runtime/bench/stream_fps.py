@@ -91,7 +91,7 @@ def model_and_video(config: StreamFpsConfig, workdir: Path) -> tuple[str, str]:
 
         model = str(synthetic_model(workdir / "synthetic.onnx"))
     if video is None:
-        from mmad.runtime.bench.synthetic_video import make_video
+        from mmad.runtime.synthetic_video import make_video
 
         video = str(workdir / "bench.mp4")
         make_video(video, n_frames=config.frames, fps=GENERATED_FPS, size=config.size, seed=0)

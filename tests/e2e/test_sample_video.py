@@ -1,4 +1,4 @@
-"""samples/make_video.py (over runtime/bench/synthetic_video.py): frame count, ground truth, and defects that the
+"""samples/make_video.py (over runtime/synthetic_video.py): frame count, ground truth, and defects that the
 synthetic model separates."""
 
 from __future__ import annotations

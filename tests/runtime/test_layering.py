@@ -18,6 +18,7 @@ PACKAGES = {"training": "mmad.training", "export": "mmad.export", "runtime": "mm
 # The one runtime module allowed to reach above the runtime: `mmad bench` handed a checkpoint.
 CHECKPOINT_ADAPTER = "mmad.runtime.bench.checkpoint"
 MAX_LINES = 450
+ABOVE_THE_RUNTIME = ("mmad.training", "mmad.export", "mmad.samples")
 
 
 def python_modules() -> dict[str, Path]:
@@ -60,7 +61,7 @@ def test_every_runtime_module_imports_with_training_export_and_samples_blocked()
         "import importlib, sys\n"
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'torch' or name.startswith(('mmad.training', 'mmad.export', 'mmad.samples')):\n"
+        f"        if name.split('.')[0] == 'torch' or name.startswith({ABOVE_THE_RUNTIME!r}):\n"
         "            raise ImportError(f'blocked: {name}')\n"
         "sys.meta_path.insert(0, Block())\n"
         f"for name in {names!r}:\n"
@@ -79,11 +80,7 @@ def test_the_runtime_imports_nothing_above_it_but_through_the_checkpoint_adapter
     for name, path in modules.items():
         if not name.startswith("mmad.runtime.") or name == CHECKPOINT_ADAPTER:
             continue
-        above = {
-            m
-            for m in imported_modules(path, name, known)
-            if m.startswith(("mmad.training", "mmad.export", "mmad.samples"))
-        }
+        above = {m for m in imported_modules(path, name, known) if m.startswith(ABOVE_THE_RUNTIME)}
         offenders += [f"{name} -> {m}" for m in sorted(above)]
     assert not offenders, offenders
 

@@ -1,6 +1,6 @@
 """`mmad stream` end to end on CPU with real GStreamer and the onnxruntime backend.
 
-A generated video (mmad.runtime.bench.synthetic_video: normal frames, defects at known indices) goes
+A generated video (mmad.runtime.synthetic_video: normal frames, defects at known indices) goes
 through the stream; the synthetic model (runtime/synthetic.py, the `synthetic_onnx` fixture) separates
 its defects by construction, so the events must mark exactly the ground-truth defect frames.
 """
@@ -33,10 +33,10 @@ if REASON:
     pytest.skip(REASON, allow_module_level=True)
 pytest.importorskip("onnx", reason="building the synthetic model needs the onnx package")
 
-from mmad.runtime.bench.synthetic_video import make_video  # noqa: E402
 from mmad.runtime.cli import main as mmad_main  # noqa: E402
 from mmad.runtime.events import read_events  # noqa: E402
 from mmad.runtime.stream import StreamConfig, run_stream  # noqa: E402
+from mmad.runtime.synthetic_video import make_video  # noqa: E402
 
 N_FRAMES = 48
 DEFECTS = [7, 21, 36]
