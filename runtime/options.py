@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -133,6 +135,39 @@ def config_from_args(config_cls: type, args: argparse.Namespace, **values: Any) 
     """The dataclass filled from parsed options; `values` set (or override) fields by name."""
     found = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls) if hasattr(args, f.name)}
     return config_cls(**{**found, **values})
+
+
+def add_command(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    config_cls: type,
+    run: Callable[[argparse.Namespace], int],
+    *,
+    help: str,  # noqa: A002  -- argparse's word for it
+    description: str,
+    epilog: str | None = None,
+    verbose_help: str = "debug logging",
+) -> argparse.ArgumentParser:
+    """A `mmad NAME` subcommand whose options are `config_cls`'s, plus -v/--verbose.
+
+    How much is logged is not part of what the command does, so --verbose is the command's, not the
+    config's; `run(args)` calls log_to_stderr(name, args.verbose) first. The `mmad` command turns a
+    ConfigError (a ValueError) into one line on stderr and exit code 2.
+    """
+    parser = subparsers.add_parser(
+        name, help=help, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_options(parser, config_cls)
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def log_to_stderr(command: str, verbose: bool) -> None:
+    """Log lines as "mmad COMMAND: message" on stderr, INFO (DEBUG with --verbose)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format=f"mmad {command}: %(message)s", stream=sys.stderr
+    )
 
 
 # --- Options that mean the same thing in several commands ----------------------------------------

@@ -7,11 +7,9 @@ mmad bench  --model M [M ...] --report DIR [--backends ...] [--batch 1,4] [--ite
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 
 from mmad.runtime.bench.config import BenchConfig
-from mmad.runtime.options import add_options, config_from_args
+from mmad.runtime.options import add_command, config_from_args, log_to_stderr
 
 BENCH_EPILOG = """backends (--backends takes names or families: pytorch, onnxruntime, tensorrt):
   pytorch                    the checkpoint in PyTorch eager mode (the reference when a checkpoint is given)
@@ -32,36 +30,26 @@ exit codes: 0 report written, 1 report written but an FP32 backend deviates from
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `bench` to the `mmad` command."""
-    p = subparsers.add_parser(
+    add_command(
+        subparsers,
         "bench",
+        BenchConfig,
+        run_bench_command,
         help="latency of a model on every backend of this machine, with each backend's deviation",
         description="Per-stage latency (pre-processing, inference, post-processing) of one model on every "
         "backend available here, each backend's deviation from the reference on real images, and the "
         "environment: report.json, report.md and plots. Run it on a new device before trusting it.",
         epilog=BENCH_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_options(p, BenchConfig)
-    # How much is logged is not part of what is measured: an option of the command, not of BenchConfig.
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.set_defaults(func=run_bench_command)
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
-    """Run `mmad bench`; ConfigError -> message and exit code 2."""
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="mmad bench: %(message)s", stream=sys.stderr
-    )
-    from mmad.runtime.errors import ConfigError
+    """Run `mmad bench` (a ConfigError becomes a message and exit code 2 in the `mmad` command)."""
+    log_to_stderr("bench", args.verbose)
+    from mmad.runtime.bench.run import main_exit_code, run_bench
 
-    try:
-        from mmad.runtime.bench.run import main_exit_code, run_bench
-
-        calib_data = list(args.calib_data) or ([args.images] if args.images else [])
-        config = config_from_args(BenchConfig, args, calib_data=calib_data)
-        report = run_bench(config)
-    except ConfigError as err:
-        print(f"mmad bench: error: {err}", file=sys.stderr)
-        return 2
+    calib_data = list(args.calib_data) or ([args.images] if args.images else [])
+    config = config_from_args(BenchConfig, args, calib_data=calib_data)
+    report = run_bench(config)
     print(f"mmad bench: wrote {config.report_dir / 'report.md'} and report.json")
     return main_exit_code(report)

@@ -7,10 +7,8 @@ mmad stream --model M --source SRC [--out annotated.mp4] [--events events.jsonl]
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 
-from mmad.runtime.options import add_options, config_from_args
+from mmad.runtime.options import add_command, config_from_args, log_to_stderr
 from mmad.runtime.stream.config import StreamConfig
 
 SOURCES_HELP = """sources:
@@ -27,31 +25,21 @@ exit codes: 0 done or stopped (Ctrl-C / SIGTERM finish the output file), 1 pipel
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `stream` to the `mmad` command."""
-    p = subparsers.add_parser(
+    add_command(
+        subparsers,
         "stream",
+        StreamConfig,
+        run_stream_command,
         help="run the anomaly model on a video, camera or RTSP stream",
         description="Frames in, anomaly scores, heat-map overlays and events out, in real time.",
         epilog=SOURCES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        verbose_help="also log the pipelines",
     )
-    add_options(p, StreamConfig)
-    # How much is logged is not part of what the stream does: an option of the command, not of StreamConfig.
-    p.add_argument("-v", "--verbose", action="store_true", help="also log the pipelines")
-    p.set_defaults(func=run_stream_command)
 
 
 def run_stream_command(args: argparse.Namespace) -> int:
-    """Run `mmad stream`; ConfigError -> message and exit code 2."""
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="mmad stream: %(message)s", stream=sys.stderr
-    )
-    from mmad.runtime.errors import ConfigError
+    """Run `mmad stream` (a ConfigError becomes a message and exit code 2 in the `mmad` command)."""
+    log_to_stderr("stream", args.verbose)
+    from mmad.runtime.stream.runner import StreamRunner
 
-    try:
-        from mmad.runtime.stream.runner import StreamRunner
-
-        runner = StreamRunner(config_from_args(StreamConfig, args))
-    except ConfigError as err:
-        print(f"mmad stream: error: {err}", file=sys.stderr)
-        return 2
-    return runner.run()
+    return StreamRunner(config_from_args(StreamConfig, args)).run()
