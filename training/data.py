@@ -42,10 +42,22 @@ class _CachedImages(Dataset):
     once and share it copy-on-write.
     """
 
-    def __init__(self, paths: list[Path], transform: ImageTransform | None, cache: bool):
-        self.paths = paths
+    def __init__(
+        self,
+        categories: Sequence[Category],
+        transform: ImageTransform | None = None,
+        only: Iterable[str] | None = None,
+        cache: bool = False,
+    ):
+        chosen = select_categories(categories, only)
+        self.categories = [c.name for c in chosen]
+        self.paths = self._collect(chosen)
         self.transform = transform or ImageTransform()
         self._cache: dict[int, object] | None = {} if cache else None
+
+    def _collect(self, chosen: list[Category]) -> list[Path]:
+        """The image files of the chosen categories, one per item (subclasses keep their own per-item data)."""
+        raise NotImplementedError
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -84,17 +96,9 @@ class TrainDataset(_CachedImages):
     item: {"image": float32 [3, S, S], "category": str, "path": str}
     """
 
-    def __init__(
-        self,
-        categories: Sequence[Category],
-        transform: ImageTransform | None = None,
-        only: Iterable[str] | None = None,
-        cache: bool = False,
-    ):
-        chosen = select_categories(categories, only)
-        self.categories = [c.name for c in chosen]
+    def _collect(self, chosen: list[Category]) -> list[Path]:
         self.item_categories = [c.name for c in chosen for _ in c.train]
-        super().__init__([p for c in chosen for p in c.train], transform, cache)
+        return [p for c in chosen for p in c.train]
 
     def raw_image(self, i: int) -> np.ndarray:
         """The resized uint8 image [S, S, 3], for visualisation (read-only when cached)."""
@@ -118,18 +122,10 @@ class TestDataset(_CachedImages):
 
     __test__ = False  # not a pytest class
 
-    def __init__(
-        self,
-        categories: Sequence[Category],
-        transform: ImageTransform | None = None,
-        only: Iterable[str] | None = None,
-        cache: bool = False,
-    ):
-        chosen = select_categories(categories, only)
-        self.categories = [c.name for c in chosen]
+    def _collect(self, chosen: list[Category]) -> list[Path]:
         self.items = [item for c in chosen for item in c.test]
         self.item_categories = [c.name for c in chosen for _ in c.test]
-        super().__init__([item.path for item in self.items], transform, cache)
+        return [item.path for item in self.items]
 
     @property
     def labels(self) -> list[int]:
