@@ -1,6 +1,6 @@
 """Speed of the portable graph against the custom-op graph in onnxruntime on this CPU.
 
-    python export/bench_portable.py --onnx model.onnx [--batch 1] [--repeat 5] [--threads 0]
+    python export/bench_portable.py --onnx model.onnx [--batch 1] [--repeat 5] [--threads N]
 
 For every distinct scan shape of the graph: the C++ kernel called directly, the one-node custom-op
 graph (the kernel served through onnxruntime-extensions) and its portable expansion; then the whole
@@ -9,16 +9,19 @@ graph both ways. Prints medians and ratios (portable / custom op). Nothing is as
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+
+from mmad.export.command import Script
+from mmad.runtime.options import option, threads_option
 
 
 def median_seconds(fn: Callable[[], object], repeat: int) -> float:
@@ -99,31 +102,34 @@ def bench_graphs(path: Path, model, batch: int, repeat: int, threads: int, tmp: 
     ]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python export/bench_portable.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--onnx", required=True, help="a custom-op graph (python export/to_onnx.py)")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
-    parser.add_argument("--scans-only", action="store_true", help="skip the whole-graph timing")
-    args = parser.parse_args(argv)
+@dataclass
+class BenchPortableConfig:
+    """What `python export/bench_portable.py` is asked for; each field is the option of that name."""
 
+    onnx: str = option(metavar="ONNX", help="a custom-op graph (python export/to_onnx.py)")
+    batch: int = option(1, metavar="N", help="images (or scan batch) per call")
+    repeat: int = option(5, metavar="N", help="timed calls per measurement, after one warm-up call")
+    threads: int | None = threads_option()
+    scans_only: bool = option(False, help="skip the whole-graph timing")
+
+
+def bench(config: BenchPortableConfig) -> int:
+    """Print the scan table and, unless scans_only, the whole-graph one; ExportError for a graph without scans."""
     from mmad.export.onnx_graph import ExportError, load_onnx, scan_nodes
 
-    try:
-        model = load_onnx(args.onnx)
-        if not scan_nodes(model):
-            raise ExportError(f"{args.onnx}: no SelectiveScan nodes; give the custom-op graph")
-    except ExportError as err:
-        print(f"bench_portable: error: {err}", file=sys.stderr)
-        return 2
+    model = load_onnx(config.onnx)
+    if not scan_nodes(model):
+        raise ExportError(f"{config.onnx}: no SelectiveScan nodes; give the custom-op graph")
+    threads = config.threads or 0  # 0: onnxruntime's default
     with tempfile.TemporaryDirectory(prefix="mmad-bench-") as tmp:
-        print("\n".join(bench_scans(model, args.batch, args.repeat, args.threads, Path(tmp))))
-        if not args.scans_only:
+        print("\n".join(bench_scans(model, config.batch, config.repeat, threads, Path(tmp))))
+        if not config.scans_only:
             print()
-            print("\n".join(bench_graphs(Path(args.onnx), model, args.batch, args.repeat, args.threads, Path(tmp))))
+            print("\n".join(bench_graphs(Path(config.onnx), model, config.batch, config.repeat, threads, Path(tmp))))
     return 0
 
 
+SCRIPT = Script("bench_portable", __doc__, BenchPortableConfig, bench)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(SCRIPT.main())

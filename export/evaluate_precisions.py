@@ -1,21 +1,35 @@
 """Accuracy of the exported precisions on a CPU: PyTorch, ONNX FP32, FP16 and INT8 side by side.
 
-    python export/evaluate_precisions.py --checkpoint runs/bottle --data ../shared/data/bottle --out exports/bottle
+    python export/evaluate_precisions.py --checkpoint runs/bottle --data mvtec/bottle --out exports/bottle
 
 Exports the checkpoint (FP32 custom-op graph, its portable twin, FP16, INT8 calibrated on normal
-training images of --calib-data), runs each in onnxruntime on the CPU over the test images of
---data, and writes precisions.json and precisions.md (metrics from mmad.training.metrics.compute_metrics,
-max differences against PyTorch, seconds per image). Exit code 1 when INT8 loses more than
-MAX_INT8_LOSS points of I-AUROC against FP32 or a float32 graph leaves the tolerance, 2 for bad input.
+training images of --calib-data, default those of --data), runs each in onnxruntime on the CPU over
+the test images of --data, and writes precisions.json and precisions.md (metrics from
+mmad.training.metrics.compute_metrics, max differences against PyTorch, seconds per image). Exit
+code 1 when INT8 loses more than MAX_INT8_LOSS points of I-AUROC against FP32 or a float32 graph
+leaves the contract's MODEL_TOL_FP32, 2 for bad input. `mmad export precisions` takes the same
+options (PrecisionsConfig).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+from mmad.export.command import (
+    DEFAULT_CALIBRATION_IMAGES,
+    Script,
+    calib_images_option,
+    calib_method_option,
+    checkpoint_option,
+    data_option,
+    max_images_option,
+)
+from mmad.runtime.contract import MODEL_TOL_FP32
+from mmad.runtime.options import calib_data_option, option, threads_option
 
 MAX_INT8_LOSS = 1.0  # I-AUROC points INT8 may lose against the FP32 graph
 SHOWN_METRICS = ("I-AUROC", "P-AUROC", "AUPRO", "mAD")
@@ -25,7 +39,7 @@ def export_precisions(
     checkpoint: str | Path,
     out: Path,
     calib_data: Sequence[str | Path],
-    calib_images: int,
+    calib_images: int = DEFAULT_CALIBRATION_IMAGES,
     calib_method: str = "minmax",
     log=print,
 ) -> dict[str, Path]:
@@ -64,13 +78,13 @@ def evaluate(
     data: Sequence[str | Path],
     *,
     max_images: int | None = None,
-    threads: int = 0,
+    threads: int | None = None,
     batch: int = 4,
 ):
     """Results (PyTorch first) with metrics and differences against PyTorch."""
     from mmad.export.verify import add_metrics, compare, load_test_images, onnx_runner, run_over, torch_runner
 
-    torch_run, info = torch_runner(checkpoint)
+    torch_run, info = torch_runner(checkpoint, threads)
     images = load_test_images(data, max_images, info.config.model.image_size)
     names = {
         "fp32": "ONNX FP32 (custom op)",
@@ -101,8 +115,6 @@ def markdown_table(results) -> str:
 
 def judge(results) -> list[str]:
     """Problems: a float32 graph outside the tolerance, INT8 losing more than MAX_INT8_LOSS I-AUROC points."""
-    from mmad.export.verify import MODEL_TOL_FP32
-
     by_name = {r.name: r for r in results}
     problems = [
         f"{r.name}: differs from PyTorch by {max(r.map_diff, r.score_diff):.2e} > {MODEL_TOL_FP32:g}"
@@ -117,40 +129,46 @@ def judge(results) -> list[str]:
     return problems
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder (mmad train)")
-    p.add_argument("--data", nargs="+", required=True, help="dataset root(s) with test images and masks")
-    p.add_argument("--out", required=True, help="folder for the four graphs and the report")
-    p.add_argument(
-        "--calib-data", nargs="+", help="roots whose normal training images calibrate INT8 (default: --data)"
+@dataclass
+class PrecisionsConfig:
+    """What `python export/evaluate_precisions.py` is asked for; each field is the option of that name."""
+
+    checkpoint: str = checkpoint_option()
+    data: list[str] = data_option()
+    out: str = option(metavar="DIR", help="folder for the four graphs and the report")
+    calib_data: list[str] = calib_data_option()  # empty: the training images of --data
+    calib_images: int = calib_images_option()
+    calib_method: str = calib_method_option()
+    max_images: int | None = max_images_option()
+    threads: int | None = threads_option()
+
+
+def report(config: PrecisionsConfig) -> int:
+    """Export, evaluate and write precisions.md / precisions.json; exit code 1 when judge() finds problems."""
+    out = Path(config.out)
+    paths = export_precisions(
+        config.checkpoint, out, config.calib_data or config.data, config.calib_images, config.calib_method
     )
-    p.add_argument("--calib-images", type=int, default=32, help="calibration images (default 32)")
-    p.add_argument("--calib-method", default="minmax", choices=["minmax", "percentile", "entropy"])
-    p.add_argument("--max-images", type=int, help="test images to use, evenly spread (default: all)")
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
-
-
-def run_command(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    paths = export_precisions(args.checkpoint, out, args.calib_data or args.data, args.calib_images, args.calib_method)
-    results, images = evaluate(args.checkpoint, paths, args.data, max_images=args.max_images, threads=args.threads)
+    results, images = evaluate(
+        config.checkpoint, paths, config.data, max_images=config.max_images, threads=config.threads
+    )
     table = markdown_table(results)
     problems = judge(results)
     n_bad = int(images.labels.sum())
     header = (
-        f"# Exported precisions on the CPU (onnxruntime)\n\ncheckpoint `{args.checkpoint}`, data "
-        f"{', '.join(f'`{d}`' for d in args.data)}: {len(images.labels)} test images ({n_bad} defective); "
-        f"INT8 calibrated on {args.calib_images} normal training images ({args.calib_method}).\n\n"
+        f"# Exported precisions on the CPU (onnxruntime)\n\ncheckpoint `{config.checkpoint}`, data "
+        f"{', '.join(f'`{d}`' for d in config.data)}: {len(images.labels)} test images ({n_bad} defective); "
+        f"INT8 calibrated on {config.calib_images} normal training images ({config.calib_method}).\n\n"
     )
     verdict = "\n".join(f"- {p}" for p in problems) or "All checks passed."
     (out / "precisions.md").write_text(f"{header}{table}\n\n{verdict}\n")
     (out / "precisions.json").write_text(
         json.dumps(
             {
-                "checkpoint": str(args.checkpoint),
-                "data": [str(d) for d in args.data],
+                "checkpoint": str(config.checkpoint),
+                "data": [str(d) for d in config.data],
                 "images": len(images.labels),
-                "calibration": {"images": args.calib_images, "method": args.calib_method},
+                "calibration": {"images": config.calib_images, "method": config.calib_method},
                 "results": [r.summary() for r in results],
                 "problems": problems,
             },
@@ -163,16 +181,7 @@ def run_command(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python export/evaluate_precisions.py", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_command(args)
-    except (ValueError, ImportError) as err:  # ExportError, CheckpointError, DataError, a missing package
-        print(f"evaluate_precisions: error: {err}", file=sys.stderr)
-        return 2
-
+SCRIPT = Script("evaluate_precisions", __doc__, PrecisionsConfig, report)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(SCRIPT.main())

@@ -7,9 +7,10 @@
 Graph: image uint8 [B, S, S, 3] (NHWC, RGB) -> Cast, /255, -mean, /std (exactly the training
 transform's steps) -> the model -> anomaly_map float32 [B, 1, S, S] (σ=4 Gaussian blur as a fixed
 convolution) and score float32 [B] (max of the map). B is dynamic, S fixed (256). Every selective
-scan is one SelectiveScan node (shared/docs/SELECTIVE_SCAN_OP.md); the scan-order permutations and
+scan is one SelectiveScan node (plugins/selective_scan/README.md); the scan-order permutations and
 the blur's reflect padding are constant Gathers. The threshold, sizes, normalisation, encoder,
-versions and the weights' hash go into the metadata (training/contract.py META_KEYS).
+versions and the weights' hash go into the metadata (mmad.runtime.contract META_KEYS; the model is
+described in training/README.md).
 """
 
 from __future__ import annotations
@@ -27,17 +28,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from mmad.export.onnx_graph import (
-    ExportError,
-    check_graph,
-    read_metadata,
-    remove_unused,
-    save_onnx,
-    scan_nodes,
-    write_metadata,
-)
+from mmad.export.command import DEFAULT_CALIBRATION_IMAGES, DEFAULT_OPSET, PRECISIONS, ExportError
+from mmad.export.onnx_graph import check_graph, read_metadata, remove_unused, save_onnx, scan_nodes, write_metadata
 from mmad.export.portable import make_portable
-from mmad.export.precision import DEFAULT_CALIBRATION_IMAGES, PRECISIONS, calibration_images, to_fp16, to_int8
+from mmad.export.precision import calibration_images, to_fp16, to_int8
 from mmad.export.scan_routing import ScanCall, route_scans_to_onnx_node
 from mmad.export.simplify import fold_shape_arithmetic
 from mmad.runtime.contract import (
@@ -48,11 +42,12 @@ from mmad.runtime.contract import (
     OUTPUT_SCORE,
     SCAN_OP_DOMAIN,
     SCAN_OP_DOMAIN_VERSION,
+    THRESHOLD_F1,
+    THRESHOLD_NORMAL,
 )
 from mmad.training.checkpoint import CheckpointInfo, load_model
 from mmad.training.models import AnomalyModel
 
-DEFAULT_OPSET = 17  # LayerNormalization is native from 17; TensorRT 10.3's parser reads it
 BATCH_AXIS = "batch"
 
 
@@ -97,7 +92,7 @@ def export_metadata(info: CheckpointInfo, *, scan: str, precision: str) -> dict[
         "precision": precision,
     }
     # The deployment threshold is the normal-only rule's; the F1 one (test labels) is for reports.
-    for key, source in (("threshold", "normal_quantile"), ("threshold_f1", "f1")):
+    for key, source in (("threshold", THRESHOLD_NORMAL), ("threshold_f1", THRESHOLD_F1)):
         value = info.thresholds.get(source)
         if isinstance(value, (int, float)):
             meta[key] = repr(float(value))

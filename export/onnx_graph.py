@@ -1,7 +1,8 @@
 """Reading, checking and labelling exported ONNX graphs. Torch-free (onnx and numpy only).
 
-The metadata written here is the contract's (training/contract.py, META_KEYS with the "mmad."
-prefix); the runtime reads the same keys back, from the ONNX file or from an engine's sidecar.
+The metadata is the contract's (mmad.runtime.contract: META_KEYS, "mmad."-prefixed metadata_props,
+one writer and one reader there); the runtime reads the same keys back, from the ONNX file or from
+an engine's sidecar.
 """
 
 from __future__ import annotations
@@ -11,19 +12,11 @@ from pathlib import Path
 
 import onnx
 
-from mmad.runtime.contract import META_KEYS, META_PREFIX, SCAN_OP_DOMAIN, SCAN_OP_TYPE
+from mmad.export.command import ExportError
+from mmad.runtime import contract
+from mmad.runtime.contract import META_PREFIX, META_REQUIRED, SCAN_OP_DOMAIN, SCAN_OP_TYPE
 
-# The metadata every exported graph carries; the rest of META_KEYS may be absent (threshold_f1
-# exists only after `mmad eval`, and a checkpoint without thresholds has no threshold).
-REQUIRED_META = ("image_size", "input_layout", "input_dtype", "mean", "std", "scan", "precision")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-# Attribute names TensorRT's ONNX parser reads to find a node's plugin (fixed by TensorRT).
-ATTR_PLUGIN_NAMESPACE = "plugin_namespace"
-ATTR_PLUGIN_VERSION = "plugin_version"
-
-
-class ExportError(ValueError):
-    """An input to export that cannot be used: names the file or option and what was expected."""
 
 
 def load_onnx(path: str | Path, *, what: str = "ONNX model") -> onnx.ModelProto:
@@ -41,26 +34,25 @@ def load_onnx(path: str | Path, *, what: str = "ONNX model") -> onnx.ModelProto:
 
 
 def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
-    """The "mmad.*" metadata_props of a model, keyed without the prefix."""
-    return {p.key[len(META_PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
+    """The "mmad.*" metadata_props of a model, keyed without the prefix (the contract's reader)."""
+    return contract.read_metadata({p.key: p.value for p in model.metadata_props})
 
 
-def write_metadata(model: onnx.ModelProto, values: Mapping[str, str]) -> None:
-    """Set "mmad.<key>" metadata_props (replacing earlier values of the same keys). Values are strings."""
-    unknown = sorted(set(values) - set(META_KEYS))
-    if unknown:
-        raise ValueError(f"metadata keys {unknown} are not in training/contract.py META_KEYS")
-    keep = [p for p in model.metadata_props if p.key[len(META_PREFIX) :] not in values]
+def write_metadata(model: onnx.ModelProto, values: Mapping[str, object]) -> None:
+    """Set "mmad.<key>" metadata_props (the contract's writer), replacing earlier values of the same keys.
+    ValueError for a key the contract does not know."""
+    props = contract.metadata_props(values)
+    keep = [p for p in model.metadata_props if p.key not in props]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
-    for key, value in values.items():
-        model.metadata_props.add(key=META_PREFIX + key, value=str(value))
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
 
 
 def require_metadata(model: onnx.ModelProto, source: str | Path) -> dict[str, str]:
     """The model's metadata; ExportError when it lacks the keys every MMAD export carries."""
     meta = read_metadata(model)
-    missing = [k for k in REQUIRED_META if k not in meta]
+    missing = [k for k in META_REQUIRED if k not in meta]
     if missing:
         raise ExportError(
             f"{source}: ONNX metadata lacks {', '.join(META_PREFIX + k for k in missing)}; "

@@ -2,7 +2,7 @@
 
     portable = make_portable(onnx.load("model.onnx"))
 
-The scan (shared/docs/SELECTIVE_SCAN_OP.md) is a linear recurrence per (b, d, n):
+The scan (plugins/selective_scan/README.md) is a linear recurrence per (b, d, n):
     h_t = a_t · h_{t-1} + x_t,   a_t = exp(Δ_t A[d,n]),   x_t = Δ_t B[g,n,t] u_t,   y_t = Σ_n C[g,n,t] h_t + D u_t.
 An ONNX Loop over t would run L (up to 4096) tiny steps per scan call. Instead the sequence is cut
 into nc blocks of T steps (T = 16), and the state-sized tensors are laid out [B, G, dg, N, nc]:
@@ -28,15 +28,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from mmad.export.onnx_graph import (
-    ATTR_PLUGIN_NAMESPACE,
-    ATTR_PLUGIN_VERSION,
-    ExportError,
-    read_metadata,
-    scan_nodes,
-    write_metadata,
-)
+from mmad.export.onnx_graph import ExportError, read_metadata, scan_nodes, write_metadata
 from mmad.runtime.contract import (
+    SCAN_ATTR_PLUGIN_NAMESPACE,
+    SCAN_ATTR_PLUGIN_VERSION,
     SCAN_ATTR_SOFTPLUS,
     SCAN_INPUTS,
     SCAN_OP_DOMAIN,
@@ -303,8 +298,8 @@ def single_scan_model(
         domain=SCAN_OP_DOMAIN,
         **{
             SCAN_ATTR_SOFTPLUS: int(softplus),
-            ATTR_PLUGIN_NAMESPACE: SCAN_PLUGIN_NAMESPACE,
-            ATTR_PLUGIN_VERSION: SCAN_PLUGIN_VERSION,
+            SCAN_ATTR_PLUGIN_NAMESPACE: SCAN_PLUGIN_NAMESPACE,
+            SCAN_ATTR_PLUGIN_VERSION: SCAN_PLUGIN_VERSION,
         },
     )
     graph = helper.make_graph(

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from mmad.export.command import CALIBRATION_METHODS, DEFAULT_CALIBRATION_IMAGES, ExportError
 from mmad.export.onnx_graph import (
-    ExportError,
     check_graph,
     read_metadata,
     remove_unused,
@@ -41,9 +41,7 @@ from mmad.export.onnx_graph import (
 from mmad.export.portable import make_portable
 from mmad.runtime.contract import INPUT_NAME, SCAN_OP_TYPE
 
-PRECISIONS = ("fp32", "fp16", "int8")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
-DEFAULT_CALIBRATION_IMAGES = 32
 
 
 # --- FP16 ------------------------------------------------------------------------------------------
@@ -114,29 +112,56 @@ def to_int8(
 
     method: "minmax", "percentile" (99.999th) or "entropy" (onnxruntime's calibration methods).
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import quantize_static
 
     _require_precision(model, "fp32", "INT8 quantisation")
-    methods = {
-        "minmax": CalibrationMethod.MinMax,
-        "percentile": CalibrationMethod.Percentile,
-        "entropy": CalibrationMethod.Entropy,
-    }
-    if method not in methods:
-        raise ExportError(f"calibration method must be one of {sorted(methods)}, got {method!r}")
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or len(images) == 0:
-        raise ExportError(
-            f"calibration images must be uint8 [N, H, W, 3] with N > 0, got {images.dtype} {images.shape}"
-        )
+    _check_int8_request(images, method)
     has_scans = bool(scan_nodes(model))
     cache_supported = _supports_calibration_cache()
-    float_tail = map_filter_nodes(model)
     if has_scans and not cache_supported:
         raise ExportError(
             "INT8 of a custom-op graph needs onnxruntime with quantize_static(calibration_cache_path=) "
             "(pip install -U onnxruntime); or quantise the portable graph"
         )
-    options = {
+    options = _quantize_options(model, per_channel, method)
+    with tempfile.TemporaryDirectory(prefix="mmad-int8-") as tmp, _quiet_preprocessing_advice():
+        tmp = Path(tmp)
+        save_onnx(model, tmp / "model.onnx")
+        if cache_supported:
+            cache = tmp / "ranges.json"
+            _calibrate(make_portable(model) if has_scans else model, images, options["calibrate_method"], tmp, cache)
+            quantize_static(
+                str(tmp / "model.onnx"), str(tmp / "int8.onnx"), None, calibration_cache_path=str(cache), **options
+            )
+        else:
+            quantize_static(str(tmp / "model.onnx"), str(tmp / "int8.onnx"), _ImageReader(images), **options)
+        result = onnx.load(str(tmp / "int8.onnx"))
+    float_for_other_readers(result)
+    if read_metadata(result):
+        write_metadata(result, {"precision": "int8"})
+    check_graph(result, "INT8 graph")
+    return result
+
+
+def _check_int8_request(images: np.ndarray, method: str) -> None:
+    if method not in CALIBRATION_METHODS:
+        raise ExportError(f"calibration method must be one of {sorted(CALIBRATION_METHODS)}, got {method!r}")
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or len(images) == 0:
+        raise ExportError(
+            f"calibration images must be uint8 [N, H, W, 3] with N > 0, got {images.dtype} {images.shape}"
+        )
+
+
+def _quantize_options(model: onnx.ModelProto, per_channel: bool, method: str) -> dict:
+    """quantize_static's keyword arguments: symmetric int8 Q/DQ on Conv/MatMul/Gemm inputs, the map's blur float."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
+    return {
         "quant_format": QuantFormat.QDQ,
         "activation_type": QuantType.QInt8,
         "weight_type": QuantType.QInt8,
@@ -150,25 +175,8 @@ def to_int8(
             "WeightSymmetric": True,
             "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
         },
-        "nodes_to_exclude": float_tail,
+        "nodes_to_exclude": map_filter_nodes(model),
     }
-    with tempfile.TemporaryDirectory(prefix="mmad-int8-") as tmp, _quiet_preprocessing_advice():
-        tmp = Path(tmp)
-        save_onnx(model, tmp / "model.onnx")
-        if cache_supported:
-            cache = tmp / "ranges.json"
-            _calibrate(make_portable(model) if has_scans else model, images, methods[method], tmp, cache)
-            quantize_static(
-                str(tmp / "model.onnx"), str(tmp / "int8.onnx"), None, calibration_cache_path=str(cache), **options
-            )
-        else:
-            quantize_static(str(tmp / "model.onnx"), str(tmp / "int8.onnx"), _ImageReader(images), **options)
-        result = onnx.load(str(tmp / "int8.onnx"))
-    float_for_other_readers(result)
-    if read_metadata(result):
-        write_metadata(result, {"precision": "int8"})
-    check_graph(result, "INT8 graph")
-    return result
 
 
 def map_filter_nodes(model: onnx.ModelProto) -> list[str]:

@@ -5,7 +5,8 @@ nodes, because the batch axis is dynamic: thousands of nodes, most of which comp
 only depend on the fixed image size. Those numbers are evaluated here by running the graph at two
 batch sizes: a value equal at both is a constant; a Reshape target that differs in exactly one
 entry gets -1 there (Reshape infers it). What still depends on the batch (an Expand to [B, ...],
-say) keeps its nodes. (tests/test_export.py compares the result with PyTorch at other batch sizes.)
+say) keeps its nodes. (tests/export/test_onnx_export.py compares the result with PyTorch at other
+batch sizes.)
 """
 
 from __future__ import annotations

@@ -7,51 +7,46 @@ Input `image` uint8 [B, 256, 256, 3] RGB (normalisation inside); outputs `anomal
 [B, 1, 256, 256] and `score` [B]; dynamic batch. Default: one SelectiveScan custom-op node per scan
 (TensorRT plugin, or onnxruntime-extensions on a CPU); --portable: standard ONNX ops only.
 --precision fp16 keeps the scan in float32; int8 inserts Q/DQ around Conv/MatMul/Gemm, calibrated
-on the normal training images of --calib-data. See mmad.export.onnx_export.
+on the normal training images of --calib-data. See mmad.export.onnx_export; `mmad export onnx`
+takes the same options.
 Exit codes: 0 written, 2 bad input (checkpoint, data, option).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder written by mmad train")
-    p.add_argument("--out", required=True, help="ONNX file to write")
-    p.add_argument("--portable", action="store_true", help="standard ONNX ops only (no SelectiveScan custom op)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
-    p.add_argument(
-        "--calib-data",
-        nargs="+",
-        default=[],
-        help="int8: dataset root(s) or image folder(s) whose normal training images calibrate",
-    )
-    p.add_argument("--calib-images", type=int, default=32, help="int8: calibration images (default 32)")
-    p.add_argument("--calib-method", choices=["minmax", "percentile", "entropy"], default="minmax")
-    p.add_argument("--opset", type=int, default=17)
+from mmad.export.command import (
+    DEFAULT_OPSET,
+    PRECISIONS,
+    Script,
+    calib_images_option,
+    calib_method_option,
+    checkpoint_option,
+)
+from mmad.runtime.options import calib_data_option, option
 
 
-def run_command(args: argparse.Namespace) -> int:
+@dataclass
+class OnnxExportConfig:
+    """What `python export/to_onnx.py` is asked for: build_onnx's arguments, each the option of that name."""
+
+    checkpoint: str = checkpoint_option()
+    out: str = option(metavar="ONNX", help="ONNX file to write")
+    portable: bool = option(False, help="standard ONNX ops only (no SelectiveScan custom op)")
+    precision: str = option("fp32", choices=PRECISIONS, help="precision of the graph")
+    calib_data: list[str] = calib_data_option()
+    calib_images: int = calib_images_option()
+    calib_method: str = calib_method_option()
+    opset: int = option(DEFAULT_OPSET, metavar="N", help="ONNX opset of the graph")
+
+
+def export(config: OnnxExportConfig) -> int:
     from mmad.export.onnx_export import build_onnx
 
-    try:
-        result = build_onnx(
-            args.checkpoint,
-            args.out,
-            portable=args.portable,
-            precision=args.precision,
-            calib_data=args.calib_data,
-            calib_images=args.calib_images,
-            calib_method=args.calib_method,
-            opset=args.opset,
-        )
-    except (ValueError, ImportError) as err:  # ExportError, CheckpointError, DataError, a missing package
-        print(f"to_onnx: error: {err}", file=sys.stderr)
-        return 2
+    result = build_onnx(**asdict(config))
     meta = result.metadata
     size_mb = Path(result.path).stat().st_size / 2**20
     print(
@@ -61,11 +56,7 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python export/to_onnx.py", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run_command(parser.parse_args(argv))
-
+SCRIPT = Script("to_onnx", __doc__, OnnxExportConfig, export)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(SCRIPT.main())

@@ -5,36 +5,42 @@ Written against the TensorRT 10.x and 11.x Python API:
     INT8 (INT8 needs a Q/DQ graph: explicit quantisation).
   * 11.x: every network is strongly typed and the precision flags are gone, so the precision comes
     from the ONNX: a float32 graph asked for fp16 is converted here first (mmad.export.precision,
-    the scan kept float32), one asked for int8 is quantised here from --calib-dir.
+    the scan kept float32), one asked for int8 is quantised here from --calib-data.
 Everything that can be checked without TensorRT (the ONNX, its metadata, the precision request,
-the plugin file, the batch range) is checked first, so a bad request fails fast anywhere.
+the plugin file, the batch range) is checked first, so a bad request fails fast anywhere. Finding,
+checking and loading the plugin library is mmad.runtime.backends.tensorrt_plugin's, shared with the
+runtime's TensorRT backend.
 
-Sidecar (`<engine>.json`, read by mmad.runtime.backends.tensorrt): TensorRT version, GPU name and
-compute capability, precision, plugin library and its sha256, input name and shape range,
-threshold, and the ONNX metadata ("mmad.*" keys).
+Sidecar (`<engine>.json`): the contract's EngineSidecar (mmad.runtime.contract: one writer, one
+reader, the runtime's): TensorRT version, GPU name and compute capability, precision, plugin library
+and its sha256, the ONNX and its sha256, input name and shape range, threshold, and the ONNX metadata.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from mmad.export.onnx_graph import ExportError, is_qdq, load_onnx, require_metadata, save_onnx, scan_nodes
-from mmad.runtime.contract import INPUT_NAME, META_PREFIX, OUTPUT_MAP, OUTPUT_SCORE
-
-PLUGIN_ENV = "MMAD_TRT_PLUGIN"  # the runtime reads the same variable
-PRECISIONS = ("fp32", "fp16", "int8")
-DEFAULT_BATCH = (1, 1, 8)
-DEFAULT_WORKSPACE_MB = 2048
-
-
-class TensorRTUnavailable(ExportError):
-    """TensorRT's Python bindings cannot be imported."""
+from mmad.export.command import PRECISIONS, EngineRequest, ExportError
+from mmad.export.onnx_graph import is_qdq, load_onnx, require_metadata, save_onnx, scan_nodes
+from mmad.runtime.backends.tensorrt_plugin import (
+    import_tensorrt,
+    load_plugin_library,
+    resolve_plugin_library,
+    tensorrt_major,
+)
+from mmad.runtime.contract import (
+    INPUT_DTYPE,
+    INPUT_LAYOUT,
+    INPUT_NAME,
+    OUTPUT_MAP,
+    OUTPUT_SCORE,
+    PLUGIN_ENV,
+    EngineSidecar,
+    write_sidecar,
+)
 
 
 class NoGPU(ExportError):
@@ -43,20 +49,6 @@ class NoGPU(ExportError):
 
 class EngineBuildError(RuntimeError):
     """TensorRT refused to parse or build the network; the message carries its log."""
-
-
-@dataclass
-class EngineRequest:
-    """What to build; `check_request` validates it without TensorRT."""
-
-    onnx: Path
-    out: Path
-    precision: str | None = None  # None: the ONNX's own precision
-    plugins: Path | None = None  # default: $MMAD_TRT_PLUGIN
-    calib_dir: list[Path] = field(default_factory=list)
-    calib_images: int = 32
-    batch: tuple[int, int, int] = DEFAULT_BATCH
-    workspace_mb: int = DEFAULT_WORKSPACE_MB
 
 
 @dataclass
@@ -70,17 +62,6 @@ class CheckedRequest:
     custom_op: bool  # the graph holds SelectiveScan nodes: the plugin is needed
     plugin: Path | None
     image_size: int
-
-
-def parse_batch(text: str) -> tuple[int, int, int]:
-    """ "MIN,OPT,MAX" -> (min, opt, max) with 1 <= min <= opt <= max; ExportError otherwise."""
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3 or not 1 <= values[0] <= values[1] <= values[2]:
-        raise ExportError(f"--batch {text!r}: expected MIN,OPT,MAX integers with 1 <= MIN <= OPT <= MAX, e.g. 1,1,8")
-    return values  # type: ignore[return-value]
 
 
 def onnx_precision(model, metadata: dict[str, str]) -> str:
@@ -98,10 +79,10 @@ def check_request(request: EngineRequest) -> CheckedRequest:
     wanted = request.precision or current
     if wanted not in PRECISIONS:
         raise ExportError(f"--precision {wanted!r}: expected one of {', '.join(PRECISIONS)}")
-    if wanted == "int8" and current != "int8" and not request.calib_dir:
+    if wanted == "int8" and current != "int8" and not request.calib_data:
         raise ExportError(
-            f"--precision int8: {request.onnx} has no Q/DQ nodes and no --calib-dir was given; give "
-            "--calib-dir DIR (normal training images) or an INT8 ONNX "
+            f"--precision int8: {request.onnx} has no Q/DQ nodes and no --calib-data was given; give "
+            "--calib-data DIR (normal training images) or an INT8 ONNX "
             "(python export/to_onnx.py --precision int8)"
         )
     if current != "fp32" and wanted != current:
@@ -109,45 +90,24 @@ def check_request(request: EngineRequest) -> CheckedRequest:
             f"--precision {wanted}: {request.onnx} is a {current} graph; build it as {current} "
             "or export the precision you want from the float32 graph"
         )
-    for folder in request.calib_dir:
+    for folder in request.calib_data:
         if not Path(folder).is_dir():
-            raise ExportError(f"--calib-dir {folder}: no such folder")
+            raise ExportError(f"--calib-data {folder}: no such folder")
     custom_op = bool(scan_nodes(model))
-    plugin = request.plugins or (Path(os.environ[PLUGIN_ENV]) if os.environ.get(PLUGIN_ENV) else None)
-    if plugin is not None and not Path(plugin).is_file():
-        source = "--plugins" if request.plugins else f"${PLUGIN_ENV}"
-        raise ExportError(
-            f"{source} {plugin}: no such file (build it: cmake -S plugins -B plugins/build && "
-            "cmake --build plugins/build)"
-        )
+    plugin = resolve_plugin_library(request.plugin_library)  # --plugin-library, else $MMAD_TRT_PLUGIN
     if custom_op and plugin is None:
         raise ExportError(
-            f"{request.onnx} uses the SelectiveScan op: give its TensorRT plugin with --plugins "
+            f"{request.onnx} uses the SelectiveScan op: give its TensorRT plugin with --plugin-library "
             f"libmmad_trt_plugins.so (or ${PLUGIN_ENV}), or build from a portable graph "
             "(to_onnx.py --portable)"
         )
     if request.workspace_mb <= 0:
         raise ExportError(f"--workspace {request.workspace_mb}: expected a positive number of MB")
     size = int(metadata.get("image_size", "0") or 0)
-    return CheckedRequest(request, metadata, current, wanted, custom_op, Path(plugin) if plugin else None, size)
+    return CheckedRequest(request, metadata, current, wanted, custom_op, plugin, size)
 
 
 # --- TensorRT and the GPU ------------------------------------------------------------------------------
-def import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError as err:
-        raise TensorRTUnavailable(
-            f"TensorRT not available ({err}): building an engine needs TensorRT's Python bindings and an NVIDIA GPU "
-            "(JetPack ships them; on x86: pip install tensorrt). The ONNX export itself needs neither."
-        ) from None
-    return tensorrt
-
-
-def tensorrt_major(trt) -> int:
-    return int(str(trt.__version__).split(".")[0])
-
-
 def gpu_info() -> tuple[str, str]:
     """(name, compute capability "major.minor") of CUDA device 0, through cuda-python; NoGPU when none."""
     try:
@@ -168,42 +128,13 @@ def gpu_info() -> tuple[str, str]:
     return name.rstrip("\x00"), f"{props.major}.{props.minor}"
 
 
-def plugin_tensorrt_major(path: Path) -> int | None:
-    """The TensorRT major the plugin library was compiled for: it names libnvinfer.so.<major> (the
-    registry it registers with), which is in its read-only data. None when it does not say."""
-    found = set(re.findall(rb"libnvinfer\.so\.(\d+)", path.read_bytes()))
-    return int(found.pop()) if len(found) == 1 else None
-
-
 def sha256_file(path: Path) -> str:
+    """The sidecar's hash of the plugin library and of the ONNX, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def load_plugin(trt, path: Path):
-    """Check the library is for this TensorRT, then register its creators; returns the registry handle."""
-    major = tensorrt_major(trt)
-    built_for = plugin_tensorrt_major(path)
-    if built_for is not None and built_for != major:
-        raise ExportError(
-            f"--plugins {path}: built for TensorRT {built_for}, this is TensorRT {trt.__version__}; "
-            "rebuild it against this TensorRT's headers"
-        )
-    try:
-        handle = trt.get_plugin_registry().load_library(str(path))
-    except (RuntimeError, TypeError) as err:  # what TensorRT's binding raises
-        raise ExportError(
-            f"--plugins {path}: TensorRT cannot load it ({err}); is it built for TensorRT {trt.__version__}?"
-        ) from None
-    if handle is None:
-        raise ExportError(
-            f"--plugins {path}: TensorRT refused the library (see its log above); is it built for "
-            f"TensorRT {trt.__version__}?"
-        )
-    return handle
 
 
 # --- Preparing the ONNX the build reads -----------------------------------------------------------------
@@ -217,8 +148,8 @@ def prepare_onnx(checked: CheckedRequest, strongly_typed: bool, log: Callable[[s
 
     model = load_onnx(req.onnx)
     if checked.precision == "int8":
-        images = calibration_images(req.calib_dir, req.calib_images, checked.image_size or 256)
-        log(f"quantising {req.onnx.name} to INT8 Q/DQ on {len(images)} images of {', '.join(map(str, req.calib_dir))}")
+        images = calibration_images(req.calib_data, req.calib_images, checked.image_size or 256)
+        log(f"quantising {req.onnx.name} to INT8 Q/DQ on {len(images)} images of {', '.join(map(str, req.calib_data))}")
         converted = to_int8(model, images)
     elif checked.precision == "fp16" and strongly_typed:
         log(f"converting {req.onnx.name} to FP16 (strongly typed TensorRT takes the precision from the graph)")
@@ -236,7 +167,7 @@ def _network_flags(trt, strongly_typed: bool) -> int:
     return (1 << int(flag)) if strongly_typed and flag is not None else 0
 
 
-def build_engine(checked: CheckedRequest, log: Callable[[str], None] = print) -> dict:
+def build_engine(checked: CheckedRequest, log: Callable[[str], None] = print) -> EngineSidecar:
     """Build and write the engine and its sidecar; returns the sidecar. Needs TensorRT and a GPU."""
     trt = import_tensorrt()
     major = tensorrt_major(trt)
@@ -244,7 +175,7 @@ def build_engine(checked: CheckedRequest, log: Callable[[str], None] = print) ->
     req = checked.request
     logger = trt.Logger(trt.Logger.WARNING)
     if checked.plugin is not None:
-        load_plugin(trt, checked.plugin)
+        load_plugin_library(trt, checked.plugin)
     strongly_typed = major >= 11
     source = prepare_onnx(checked, strongly_typed, log)
 
@@ -280,18 +211,14 @@ def build_engine(checked: CheckedRequest, log: Callable[[str], None] = print) ->
     req.out.parent.mkdir(parents=True, exist_ok=True)
     req.out.write_bytes(bytes(serialized))
     sidecar = sidecar_for(checked, trt.__version__, gpu, capability, strongly_typed, source)
-    sidecar_path(req.out).write_text(json.dumps(sidecar, indent=2))
+    write_sidecar(req.out, sidecar)
     return sidecar
-
-
-def sidecar_path(engine: Path) -> Path:
-    return engine.with_name(engine.name + ".json")
 
 
 def sidecar_for(
     checked: CheckedRequest, trt_version: str, gpu: str, capability: str, strongly_typed: bool, source: Path
-) -> dict:
-    """The sidecar's JSON (see the module docstring); paths relative to the engine's folder when inside it."""
+) -> EngineSidecar:
+    """The engine's sidecar (see the module docstring); the plugin relative to the engine's folder when inside it."""
     req = checked.request
     plugin = None
     if checked.plugin is not None:
@@ -299,28 +226,26 @@ def sidecar_for(
             plugin = str(checked.plugin.resolve().relative_to(req.out.resolve().parent))
         except ValueError:
             plugin = str(checked.plugin.resolve())
-    meta = {META_PREFIX + k: v for k, v in checked.metadata.items()}
-    meta[META_PREFIX + "precision"] = checked.precision
     size = checked.image_size
-    return {
-        "tensorrt_version": str(trt_version),
-        "gpu": gpu,
-        "compute_capability": capability,
-        "hardware_compatibility": "none",
-        "precision": checked.precision,
-        "strongly_typed": strongly_typed,
-        "plugin_library": plugin,
-        "plugin_sha256": sha256_file(checked.plugin) if checked.plugin else None,
-        "onnx": str(source),
-        "onnx_sha256": sha256_file(source),
-        "input": {
+    return EngineSidecar(
+        tensorrt_version=str(trt_version),
+        gpu=gpu,
+        compute_capability=capability,
+        hardware_compatibility="none",
+        precision=checked.precision,
+        strongly_typed=strongly_typed,
+        plugin_library=plugin,
+        plugin_sha256=sha256_file(checked.plugin) if checked.plugin else None,
+        onnx=str(source),
+        onnx_sha256=sha256_file(source),
+        input={
             "name": INPUT_NAME,
-            "dtype": "uint8",
-            "layout": "NHWC",
+            "dtype": INPUT_DTYPE,
+            "layout": INPUT_LAYOUT,
             "min": [req.batch[0], size, size, 3],
             "opt": [req.batch[1], size, size, 3],
             "max": [req.batch[2], size, size, 3],
         },
-        "threshold": float(checked.metadata["threshold"]) if checked.metadata.get("threshold") else None,
-        "metadata": meta,
-    }
+        threshold=float(checked.metadata["threshold"]) if checked.metadata.get("threshold") else None,
+        metadata={**checked.metadata, "precision": checked.precision},
+    )

@@ -1,18 +1,18 @@
 """Check an export against PyTorch on real images: max differences of maps and scores, and the
 image/pixel AUROC under each.
 
-    python export/verify.py --checkpoint runs/bottle --onnx model.onnx --data ../shared/data/bottle
+    python export/verify.py --checkpoint runs/bottle --onnx model.onnx --data mvtec/bottle
 
 Runs the checkpoint in PyTorch, each given ONNX graph in onnxruntime on the CPU (a custom-op graph
 with its SelectiveScan served by the C++ scan through onnxruntime-extensions) and, for a
 custom-op graph, its portable twin (standard ops only). Exit code 0 when every float32 graph is
-within MODEL_TOL_FP32 of PyTorch, 1 otherwise, 2 for bad input. FP16 and INT8 graphs are reported,
-not judged (their accuracy is what evaluate_precisions.py compares).
+within the contract's MODEL_TOL_FP32 of PyTorch, 1 otherwise, 2 for bad input. FP16 and INT8 graphs
+are reported, not judged (their accuracy is what evaluate_precisions.py compares).
+`mmad export verify` takes the same options (VerifyConfig).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-# Whole-model tolerance of a float32 graph against PyTorch, max|Δ| / max|reference| over the
-# images, for the map and for the score. The scan alone is held to the contract's 1e-5; ~50 scans
-# and the layers between them compound float32 rounding differences (1e-6 is typical).
-MODEL_TOL_FP32 = 1e-4
+from mmad.export.command import Script, checkpoint_option, data_option, max_images_option
+from mmad.runtime.contract import MODEL_TOL_FP32, relative_max_diff
+from mmad.runtime.options import option, threads_option
+
 DEFAULT_BATCH = 4
 
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # uint8 [B,S,S,3] -> (maps [B,S,S], scores [B])
@@ -79,13 +79,15 @@ def load_test_images(data: Sequence[str | Path], max_images: int | None = None, 
     )
 
 
-def torch_runner(checkpoint: str | Path) -> tuple[Runner, object]:
+def torch_runner(checkpoint: str | Path, threads: int | None = None) -> tuple[Runner, object]:
     """PyTorch on the CPU, fed exactly what the ONNX graph is fed. Returns (runner, CheckpointInfo)."""
     import torch
 
     from mmad.export.onnx_export import ImageInputModel
     from mmad.training.checkpoint import load_model
 
+    if threads:
+        torch.set_num_threads(threads)
     model, info = load_model(checkpoint)
     wrapped = ImageInputModel(model).eval()
 
@@ -97,12 +99,12 @@ def torch_runner(checkpoint: str | Path) -> tuple[Runner, object]:
     return run, info
 
 
-def onnx_runner(path: str | Path, threads: int = 0) -> Runner:
-    """onnxruntime on the CPU, custom ops registered."""
+def onnx_runner(path: str | Path, threads: int | None = None) -> Runner:
+    """onnxruntime on the CPU, custom ops registered (threads None: onnxruntime's default)."""
     from mmad.plugins.selective_scan.onnxruntime_op import inference_session
     from mmad.runtime.contract import INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE
 
-    session = inference_session(path, threads=threads)
+    session = inference_session(path, threads=threads or 0)
 
     def run(images: np.ndarray):
         maps, scores = session.run([OUTPUT_MAP, OUTPUT_SCORE], {INPUT_NAME: np.ascontiguousarray(images)})
@@ -123,12 +125,6 @@ def run_over(name: str, runner: Runner, data: TestImages, batch: int = DEFAULT_B
         scores.append(s)
     seconds = (time.perf_counter() - start) / len(data.images)
     return Result(name, np.concatenate(maps).astype(np.float32), np.concatenate(scores).astype(np.float32), seconds)
-
-
-def relative_max_diff(values: np.ndarray, reference: np.ndarray) -> float:
-    """max|values - reference| / max|reference| (the contract's measure)."""
-    scale = float(np.abs(reference).max())
-    return float(np.abs(values.astype(np.float64) - reference).max() / (scale if scale > 0 else 1.0))
 
 
 def add_metrics(result: Result, data: TestImages, full: bool = False) -> None:
@@ -178,11 +174,11 @@ def verify(
     *,
     max_images: int | None = None,
     batch: int = DEFAULT_BATCH,
-    threads: int = 0,
+    threads: int | None = None,
     progress: bool = True,
 ) -> list[Result]:
     """PyTorch first, then every graph (see graphs_to_run), each with metrics and differences."""
-    torch_run, info = torch_runner(checkpoint)
+    torch_run, info = torch_runner(checkpoint, threads)
     images = load_test_images(data, max_images, info.config.model.image_size)
     reference = run_over("PyTorch", torch_run, images, batch, progress)
     results = [reference]
@@ -220,21 +216,28 @@ def format_table(results: list[Result]) -> str:
 
 
 # --- command line --------------------------------------------------------------------------------------
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder the graphs were exported from")
-    p.add_argument(
-        "--onnx", nargs="+", required=True, help="exported graph(s); a custom-op graph brings its portable twin"
-    )
-    p.add_argument("--data", nargs="+", required=True, help="dataset root(s) with test images and masks (MVTec layout)")
-    p.add_argument("--max-images", type=int, help="use this many test images, evenly spread (default: all)")
-    p.add_argument("--batch", type=int, default=DEFAULT_BATCH)
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
-    p.add_argument("--json", help="also write the results here")
+@dataclass
+class VerifyConfig:
+    """What `python export/verify.py` is asked for; each field is the option of that name."""
+
+    checkpoint: str = checkpoint_option()
+    onnx: list[str] = option(metavar="ONNX", help="exported graphs; a custom-op graph brings its portable twin")
+    data: list[str] = data_option()
+    max_images: int | None = max_images_option()
+    batch: int = option(DEFAULT_BATCH, metavar="N", help="images per PyTorch / onnxruntime call")
+    threads: int | None = threads_option()
+    json: str | None = option(None, metavar="FILE", help="also write the results here, as JSON")
 
 
-def run_command(args: argparse.Namespace) -> int:
+def check(config: VerifyConfig) -> int:
+    """Run verify() and print its table and verdict; exit code 1 when a float32 graph is off."""
     results = verify(
-        args.checkpoint, args.onnx, args.data, max_images=args.max_images, batch=args.batch, threads=args.threads
+        config.checkpoint,
+        config.onnx,
+        config.data,
+        max_images=config.max_images,
+        batch=config.batch,
+        threads=config.threads,
     )
     print(format_table(results))
     failed = [r.name for r in results[1:] if not passes(r)]
@@ -244,25 +247,13 @@ def run_command(args: argparse.Namespace) -> int:
         else f"OK: every float32 graph within {MODEL_TOL_FP32:g} (max|Δ| / max|ref|) of PyTorch"
     )
     print(verdict)
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {"tolerance": MODEL_TOL_FP32, "ok": not failed, "results": [r.summary() for r in results]}, indent=2
-            )
-        )
+    if config.json:
+        report = {"tolerance": MODEL_TOL_FP32, "ok": not failed, "results": [r.summary() for r in results]}
+        Path(config.json).write_text(json.dumps(report, indent=2))
     return 1 if failed else 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python export/verify.py", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_command(args)
-    except (ValueError, ImportError) as err:  # ExportError, CheckpointError, DataError, a missing package
-        print(f"verify: error: {err}", file=sys.stderr)
-        return 2
-
+SCRIPT = Script("verify", __doc__, VerifyConfig, check)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(SCRIPT.main())

@@ -5,82 +5,30 @@ set_tensor_address, execute_async_v3). Device memory comes from pycuda (JetPack'
 or cuda-python (`cuda.bindings.runtime`, what TensorRT's own samples use), whichever is installed.
 
 An engine only runs on the TensorRT version and GPU architecture it was built for, so the exporter
-writes a JSON sidecar beside it, `<engine>.json` (or `<engine stem>.json`):
-
-    {"tensorrt_version": "10.3.0", "gpu": "Orin", "compute_capability": "8.7",
-     "hardware_compatibility": "none",          # or "ampere+" / "same_compute_capability"
-     "plugin_library": "libmmad_selective_scan.so",   # optional, relative to the engine's folder
-     "metadata": {"mmad.threshold": "0.41", "mmad.image_size": "256", ...}}
-
-The sidecar is checked against this machine before deserialising, so an engine built elsewhere
-fails with a sentence that says so instead of a deserialisation error.
+writes a JSON sidecar beside it, `<engine>.json` (the contract's EngineSidecar: TensorRT version,
+GPU and compute capability, hardware compatibility, plugin library, the model's metadata). It is
+checked against this machine before deserialising, so an engine built elsewhere fails with a
+sentence that says so instead of a deserialisation error. The SelectiveScan plugin library is found
+and loaded by mmad.runtime.backends.tensorrt_plugin, which the exporter uses too.
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mmad.runtime.backends.base import Backend
-from mmad.runtime.contract import INPUT_NAME, OUTPUT_MAP
+from mmad.runtime.backends.tensorrt_plugin import import_tensorrt, load_plugin_library, resolve_plugin_library
+from mmad.runtime.contract import INPUT_NAME, META_PREFIX, OUTPUT_MAP, PLUGIN_ENV, EngineSidecar, read_sidecar
 from mmad.runtime.errors import ConfigError
-from mmad.runtime.model_info import metadata_as_strings, model_info_from_metadata
+from mmad.runtime.model_info import model_info_from_metadata
 from mmad.runtime.processing import score_from_map
 
 log = logging.getLogger(__name__)
-
-PLUGIN_ENV = "MMAD_TRT_PLUGIN"  # fall-back location of the SelectiveScan plugin library
-
-
-# --- The sidecar -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class EngineSidecar:
-    """Where and for what an engine was built (fields None when the sidecar does not say)."""
-
-    path: Path | None  # None: no sidecar was found
-    tensorrt_version: str | None = None
-    gpu: str | None = None
-    compute_capability: str | None = None
-    hardware_compatibility: str = "none"
-    plugin_library: Path | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
-
-
-def sidecar_path(engine: Path) -> Path | None:
-    """The sidecar of an engine: `model.engine.json`, else `model.json`; None when neither exists."""
-    for candidate in (engine.with_name(engine.name + ".json"), engine.with_suffix(".json")):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def read_sidecar(engine: Path) -> EngineSidecar:
-    """Parse the engine's sidecar; an empty EngineSidecar when there is none. ConfigError when malformed."""
-    path = sidecar_path(engine)
-    if path is None:
-        return EngineSidecar(path=None)
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read the engine sidecar ({err})") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("metadata", {}), dict):
-        raise ConfigError(f"{path}: expected a JSON object with a 'metadata' object")
-    plugin = obj.get("plugin_library")
-    return EngineSidecar(
-        path=path,
-        tensorrt_version=obj.get("tensorrt_version"),
-        gpu=obj.get("gpu"),
-        compute_capability=None if obj.get("compute_capability") is None else str(obj["compute_capability"]),
-        hardware_compatibility=str(obj.get("hardware_compatibility", "none")),
-        plugin_library=(path.parent / plugin) if plugin else None,
-        metadata=metadata_as_strings(obj.get("metadata", {})),
-    )
 
 
 def _release(version: str) -> tuple[str, ...]:
@@ -99,7 +47,8 @@ def check_engine_compatibility(
     """
     if sidecar.path is None:
         return [
-            f"{engine.name}: no sidecar ({engine.name}.json); cannot check where it was built, and the threshold must come from --threshold"
+            f"{engine.name}: no sidecar ({engine.name}.json); cannot check where it was built, and the threshold "
+            "must come from --threshold"
         ]
     built = f"TensorRT {sidecar.tensorrt_version} on {sidecar.gpu} (compute capability {sidecar.compute_capability})"
     here = f"TensorRT {trt_version} on {gpu} (compute capability {compute_capability})"
@@ -114,7 +63,8 @@ def check_engine_compatibility(
         )
     if sidecar.gpu and sidecar.gpu != gpu:
         return [
-            f"{engine.name}: built on {sidecar.gpu}, running on {gpu}; it works, but its kernels were tuned for the other GPU"
+            f"{engine.name}: built on {sidecar.gpu}, running on {gpu}; it works, but its kernels were tuned for "
+            "the other GPU"
         ]
     return []
 
@@ -278,38 +228,6 @@ def cuda_memory() -> CudaMemory:
 
 
 # --- The backend ---------------------------------------------------------------------------------
-def import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError:
-        raise ConfigError(
-            "the TensorRT backend needs the tensorrt Python package (JetPack: apt install python3-libnvinfer; "
-            "PC: pip install tensorrt); use an .onnx model with the onnxruntime backend instead"
-        ) from None
-    return tensorrt
-
-
-def resolve_plugin_library(explicit: str | None, sidecar: EngineSidecar) -> Path | None:
-    """The plugin library to load: --plugin-library, else the sidecar's, else $MMAD_TRT_PLUGIN; None if none given."""
-    for candidate in (explicit, sidecar.plugin_library, os.environ.get(PLUGIN_ENV)):
-        if candidate:
-            path = Path(candidate)
-            if not path.is_file():
-                raise ConfigError(f"TensorRT plugin library {path}: no such file")
-            return path
-    return None
-
-
-def load_plugin_library(trt, logger, path: Path) -> None:
-    """Register the plugins of a shared library with TensorRT (before any engine that uses them is deserialised)."""
-    registry = trt.get_plugin_registry()
-    if hasattr(registry, "load_library"):
-        registry.load_library(str(path))
-    else:  # a library that registers its creators statically when loaded
-        ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
-    trt.init_libnvinfer_plugins(logger, "")
-
-
 @dataclass
 class _Binding:
     name: str
@@ -329,39 +247,22 @@ class TensorRTBackend(Backend):
         self.trt = trt
         self.cuda = cuda_memory()
         sidecar = read_sidecar(self.path)
-        gpu, capability = self.cuda.device_facts()
-        try:
-            warnings = check_engine_compatibility(self.path, sidecar, trt.__version__, gpu, capability)
-        except ConfigError:
-            if not allow_foreign_engine:
-                raise
-            warnings = [
-                f"{self.path.name}: built for another TensorRT or GPU; trying it anyway (--allow-foreign-engine)"
-            ]
-        for w in warnings:
-            log.warning(w)
-        self.gpu = gpu
-
+        self.gpu = self._check_where_built(sidecar, allow_foreign_engine)
         self.logger = trt.Logger(trt.Logger.WARNING)
-        plugin = resolve_plugin_library(plugin_library, sidecar)
-        if plugin is not None:
-            load_plugin_library(trt, self.logger, plugin)
-        elif sidecar.metadata.get("mmad.scan") == "custom-op":
-            raise ConfigError(
-                f"{self.path}: the engine uses the SelectiveScan plugin; give its library with --plugin-library or ${PLUGIN_ENV}"
-            )
+        self._load_plugin(plugin_library, sidecar)
 
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
             raise ConfigError(
-                f"{self.path}: TensorRT could not deserialise the engine (see its log above); it may have been built elsewhere or need a plugin"
+                f"{self.path}: TensorRT could not deserialise the engine (see its log above); it may have been "
+                "built elsewhere or need a plugin"
             )
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
         self.info = model_info_from_metadata(
-            sidecar.metadata,
+            {META_PREFIX + k: v for k, v in sidecar.metadata.items()},  # it reads metadata props, prefixed
             source=str(self.path),
             input_names=inputs,
             output_names=outputs,
@@ -372,6 +273,33 @@ class TensorRTBackend(Backend):
         self.bindings = {n: self._allocate(n) for n in names}
         for b in self.bindings.values():
             self.context.set_tensor_address(b.name, b.device)
+
+    def _check_where_built(self, sidecar: EngineSidecar, allow_foreign_engine: bool) -> str:
+        """Log the sidecar's warnings; ConfigError when the engine cannot run here (unless allowed). Returns the GPU."""
+        gpu, capability = self.cuda.device_facts()
+        try:
+            warnings = check_engine_compatibility(self.path, sidecar, self.trt.__version__, gpu, capability)
+        except ConfigError:
+            if not allow_foreign_engine:
+                raise
+            warnings = [
+                f"{self.path.name}: built for another TensorRT or GPU; trying it anyway (--allow-foreign-engine)"
+            ]
+        for w in warnings:
+            log.warning(w)
+        return gpu
+
+    def _load_plugin(self, plugin_library: str | None, sidecar: EngineSidecar) -> None:
+        """Register the SelectiveScan plugin before deserialising; ConfigError when a custom-op engine has none."""
+        plugin = resolve_plugin_library(plugin_library, sidecar)
+        if plugin is not None:
+            load_plugin_library(self.trt, plugin)
+            self.trt.init_libnvinfer_plugins(self.logger, "")  # TensorRT's own plugins, for engines that use them
+        elif sidecar.metadata.get("scan") == "custom-op":
+            raise ConfigError(
+                f"{self.path}: the engine uses the SelectiveScan plugin; give its library with --plugin-library "
+                f"or ${PLUGIN_ENV}"
+            )
 
     def _max_batch(self) -> int:
         """The largest batch the engine accepts: its optimisation profile's maximum, or the static batch."""

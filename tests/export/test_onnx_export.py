@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import TINY_THRESHOLDS
 from onnx import TensorProto
 
 from mmad.export.onnx_export import ImageInputModel, build_onnx, export_graph
@@ -28,42 +29,23 @@ from mmad.export.onnx_graph import (
     scan_nodes,
 )
 from mmad.export.portable import make_portable, single_scan_model
-from mmad.export.verify import MODEL_TOL_FP32, relative_max_diff
 from mmad.plugins.selective_scan import selective_scan_ref
 from mmad.plugins.selective_scan.onnxruntime_op import inference_session
 from mmad.runtime import contract
-from mmad.training.checkpoint import CheckpointInfo, load_model, save_checkpoint
-from mmad.training.config import tiny_preset
+from mmad.runtime.contract import MODEL_TOL_FP32, relative_max_diff
+from mmad.training.checkpoint import load_model
 from mmad.training.data import ImageTransform, TestDataset, find_categories
-from mmad.training.encoders import build_encoder
-from mmad.training.models import SS2D, AnomalyModel
+from mmad.training.models import SS2D
 
 REPO = Path(__file__).resolve().parents[2]
-BOTTLE = REPO.parent / "shared" / "data" / "bottle"
-THRESHOLDS = {"normal_quantile": 0.25, "f1": 0.375}
 
 
-# --- fixtures ---------------------------------------------------------------------------------------------
+# --- fixtures (the checkpoint is the conftest's tiny_checkpoint, with TINY_THRESHOLDS) ----------------------
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A tiny model (random encoder) saved as a checkpoint; its weights perturbed away from the init
-    so that every layer matters."""
-    torch.manual_seed(0)
-    cfg = tiny_preset()
-    model = AnomalyModel(cfg.model, build_encoder(cfg.model.encoder, weights=None, random_init=True).freeze())
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    folder = tmp_path_factory.mktemp("ckpt")
-    save_checkpoint(folder, model, CheckpointInfo(config=cfg, thresholds=dict(THRESHOLDS)))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def graphs(checkpoint, tmp_path_factory) -> dict[str, Path]:
+def graphs(tiny_checkpoint, tmp_path_factory) -> dict[str, Path]:
     """The float32 custom-op graph of the checkpoint and its portable form, as files."""
     out = tmp_path_factory.mktemp("onnx")
-    model, info = load_model(checkpoint)
+    model, info = load_model(tiny_checkpoint)
     graph, _ = export_graph(model, info)
     return {
         "custom": save_onnx(graph, out / "model.onnx"),
@@ -72,28 +54,20 @@ def graphs(checkpoint, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def generated_root(tmp_path_factory) -> Path:
-    from mmad.samples.make_dataset import make_dataset
-
-    return (
-        make_dataset(
-            tmp_path_factory.mktemp("data"), categories=["object"], n_train=4, n_test_good=2, n_test_defect_per_type=1
-        )
-        / "object"
-    )
+def generated_root(generated_dataset) -> Path:
+    """One generated category (MVTec layout) of the conftest's generated_dataset."""
+    return generated_dataset / "object"
 
 
 @pytest.fixture(scope="module", params=["bottle", "generated"])
-def case(request, generated_root, checkpoint) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def case(request, generated_root, real_dataset, tiny_checkpoint) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Three test images, uint8 [3, 256, 256, 3] (real: MVTec bottle, when present; or generated),
     with PyTorch's maps [3, 1, 256, 256] and scores [3] for them."""
-    root = BOTTLE if request.param == "bottle" else generated_root
-    if not root.is_dir():
-        pytest.skip(f"{root} not present")
+    root = real_dataset("bottle") if request.param == "bottle" else generated_root
     dataset = TestDataset(find_categories([str(root)]), ImageTransform(256))
     picks = np.linspace(0, len(dataset) - 1, 3).round().astype(int)
     images = np.stack([dataset.raw_image(int(i)) for i in picks])
-    return (images, *torch_outputs(checkpoint, images))
+    return (images, *torch_outputs(tiny_checkpoint, images))
 
 
 def torch_outputs(checkpoint: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,10 +84,10 @@ def onnx_outputs(path: Path, images: np.ndarray, custom_ops: bool = True) -> tup
 
 
 # --- the graph ----------------------------------------------------------------------------------------------
-def test_scan_nodes_follow_the_contract(graphs, checkpoint):
+def test_scan_nodes_follow_the_contract(graphs, tiny_checkpoint):
     model = load_onnx(graphs["custom"])
     nodes = scan_nodes(model)
-    torch_model, _ = load_model(checkpoint)
+    torch_model, _ = load_model(tiny_checkpoint)
     ss2d = [m for m in torch_model.modules() if isinstance(m, SS2D)]
     assert len(nodes) == len(ss2d) > 0  # one node per scan call
     assert not [f for f in model.functions if f.name == contract.SCAN_OP_TYPE]
@@ -124,8 +98,8 @@ def test_scan_nodes_follow_the_contract(graphs, checkpoint):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         assert attrs == {
             contract.SCAN_ATTR_SOFTPLUS: 1,
-            "plugin_namespace": contract.SCAN_PLUGIN_NAMESPACE.encode(),
-            "plugin_version": contract.SCAN_PLUGIN_VERSION.encode(),
+            contract.SCAN_ATTR_PLUGIN_NAMESPACE: contract.SCAN_PLUGIN_NAMESPACE.encode(),
+            contract.SCAN_ATTR_PLUGIN_VERSION: contract.SCAN_PLUGIN_VERSION.encode(),
         }
         assert len(node.input) == len(contract.SCAN_INPUTS) and len(node.output) == 1
         # A is a constant equal to the model's -exp(A_logs), in the traced order of the calls.
@@ -153,11 +127,11 @@ def test_portable_graph_has_standard_ops_only(graphs):
     assert read_metadata(model)["scan"] == "portable"
 
 
-def test_metadata_round_trip(graphs, checkpoint):
+def test_metadata_round_trip(graphs, tiny_checkpoint):
     from mmad.runtime.model_info import model_info_from_metadata
 
-    info_json = json.loads((checkpoint / "checkpoint.json").read_text())
-    weights_hash = hashlib.sha256((checkpoint / "model.safetensors").read_bytes()).hexdigest()
+    info_json = json.loads((tiny_checkpoint / "checkpoint.json").read_text())
+    weights_hash = hashlib.sha256((tiny_checkpoint / "model.safetensors").read_bytes()).hexdigest()
     session = inference_session(graphs["custom"])
     meta = session.get_modelmeta().custom_metadata_map
     assert {k for k in meta if k.startswith(contract.META_PREFIX)} <= {
@@ -167,8 +141,8 @@ def test_metadata_round_trip(graphs, checkpoint):
     assert stripped == {
         k[len(contract.META_PREFIX) :]: v for k, v in meta.items() if k.startswith(contract.META_PREFIX)
     }
-    assert float(stripped["threshold"]) == THRESHOLDS["normal_quantile"]
-    assert float(stripped["threshold_f1"]) == THRESHOLDS["f1"]
+    assert float(stripped["threshold"]) == TINY_THRESHOLDS[contract.THRESHOLD_NORMAL]
+    assert float(stripped["threshold_f1"]) == TINY_THRESHOLDS[contract.THRESHOLD_F1]
     assert stripped["weights_sha256"] == weights_hash
     assert stripped["model_version"] == info_json["package_version"]
     assert json.loads(stripped["mean"]) == info_json["mean"] and json.loads(stripped["std"]) == info_json["std"]
@@ -189,7 +163,7 @@ def test_metadata_round_trip(graphs, checkpoint):
     assert (info.height, info.width, info.threshold, info.scan) == (
         256,
         256,
-        THRESHOLDS["normal_quantile"],
+        TINY_THRESHOLDS[contract.THRESHOLD_NORMAL],
         "custom-op",
     )
 
@@ -282,10 +256,16 @@ def test_portable_scan_without_softplus_and_fp16_io(tmp_path):
 
 
 # --- reduced precision -------------------------------------------------------------------------------------
-def test_fp16_graph_keeps_the_scan_float32(graphs, tmp_path, generated_root):
+@pytest.fixture(scope="module")
+def fp16_graph(graphs) -> Path:
+    """The FP16 form of the custom-op graph, as a file."""
     from mmad.export.precision import to_fp16
 
-    fp16 = to_fp16(load_onnx(graphs["custom"]))
+    return save_onnx(to_fp16(load_onnx(graphs["custom"])), graphs["custom"].with_name("fp16.onnx"))
+
+
+def test_fp16_graph_keeps_the_scan_float32(fp16_graph, tmp_path, generated_root):
+    fp16 = load_onnx(fp16_graph)
     onnx.checker.check_model(fp16)
     assert read_metadata(fp16)["precision"] == "fp16"
     inits = {i.name: i for i in fp16.graph.initializer}
@@ -297,13 +277,20 @@ def test_fp16_graph_keeps_the_scan_float32(graphs, tmp_path, generated_root):
                 assert inits[name].data_type == TensorProto.FLOAT
             else:
                 assert producers[name].op_type == "Cast" and producers[name].attribute[0].i == TensorProto.FLOAT
-    save_onnx(fp16, tmp_path / "fp16.onnx")
     batch = np.stack([TestDataset(find_categories([str(generated_root)]), ImageTransform(256)).raw_image(0)])
-    maps, scores = onnx_outputs(tmp_path / "fp16.onnx", batch)
+    maps, scores = onnx_outputs(fp16_graph, batch)
     assert maps.dtype == np.float32 and np.isfinite(maps).all() and scores.shape == (1,)
     # Its portable form: the same float16 graph around a float32 scan, so equal up to float16 rounding.
     portable, _ = onnx_outputs(save_onnx(make_portable(fp16), tmp_path / "fp16p.onnx"), batch, custom_ops=False)
     assert relative_max_diff(portable, maps) <= contract.SCAN_TOL_FP16
+
+
+def test_fp16_graph_is_within_the_fp16_tolerance_of_pytorch(fp16_graph, case):
+    """The FP16 custom-op graph against PyTorch float32 (the tiny model's maps move by about 3e-3)."""
+    images, ref_maps, ref_scores = case
+    maps, scores = onnx_outputs(fp16_graph, images)
+    assert relative_max_diff(maps, ref_maps) <= contract.MODEL_TOL_FP16
+    assert relative_max_diff(scores, ref_scores) <= contract.MODEL_TOL_FP16
 
 
 @pytest.mark.slow
@@ -348,11 +335,11 @@ def test_metadata_and_load_errors(tmp_path, graphs):
         require_metadata(bare, "bare.onnx")
 
 
-def test_build_onnx_errors(checkpoint, tmp_path):
+def test_build_onnx_errors(tiny_checkpoint, tmp_path):
     with pytest.raises(ExportError, match="int8 needs calibration images"):
-        build_onnx(checkpoint, tmp_path / "m.onnx", precision="int8")
+        build_onnx(tiny_checkpoint, tmp_path / "m.onnx", precision="int8")
     with pytest.raises(ExportError, match="precision must be one of"):
-        build_onnx(checkpoint, tmp_path / "m.onnx", precision="bf16")
+        build_onnx(tiny_checkpoint, tmp_path / "m.onnx", precision="bf16")
     with pytest.raises(ValueError, match="does not exist"):
         build_onnx(tmp_path / "no-such-run", tmp_path / "m.onnx")
 
@@ -367,11 +354,11 @@ def test_to_onnx_script_bad_checkpoint(tmp_path):
     assert "does not exist" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_verify_script(graphs, checkpoint, generated_root, tmp_path):
+def test_verify_script(graphs, tiny_checkpoint, generated_root, tmp_path):
     done = run_script(
         "export/verify.py",
         "--checkpoint",
-        str(checkpoint),
+        str(tiny_checkpoint),
         "--onnx",
         str(graphs["custom"]),
         "--data",
@@ -392,8 +379,9 @@ def test_verify_script(graphs, checkpoint, generated_root, tmp_path):
 def test_runtime_side_modules_import_without_torch():
     """What a Jetson (no PyTorch) uses: the custom op for onnxruntime, `mmad export trt`, the CLI."""
     code = (
-        "import sys; import mmad.export, mmad.plugins.selective_scan.onnxruntime_op, mmad.export.cli, mmad.export.trt_engine, "
-        "mmad.export.portable; assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
+        "import sys; import mmad.export, mmad.plugins.selective_scan.onnxruntime_op, mmad.export.cli, "
+        "mmad.export.trt_engine, mmad.export.portable, mmad.export.bench_portable; "
+        "assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr

@@ -1,5 +1,6 @@
-"""The TensorRT backend without a GPU: the sidecar, plugin resolution, refusals, and binding logic
-against a stand-in engine (a GPU test compares a real engine with onnxruntime)."""
+"""The TensorRT backend without a GPU: the sidecar, plugin resolution and loading
+(mmad.runtime.backends.tensorrt_plugin), refusals, and binding logic against a stand-in engine (a GPU
+test compares a real engine with onnxruntime)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmad.runtime.backends import load_backend
+from mmad.runtime import contract
+from mmad.runtime.backends import load_backend, tensorrt_plugin
 from mmad.runtime.backends import tensorrt as trt_backend
 from mmad.runtime.errors import ConfigError
 from mmad.runtime.synthetic import synthetic_model, synthetic_reference
@@ -42,9 +44,9 @@ def test_sidecar_is_read_and_checked(tmp_path):
         plugin_library="libscan.so",
         metadata={"mmad.threshold": 0.5, "mmad.image_size": "256"},
     )
-    sidecar = trt_backend.read_sidecar(engine)
-    assert sidecar.metadata == {"mmad.threshold": "0.5", "mmad.image_size": "256"}
-    assert sidecar.plugin_library == tmp_path / "libscan.so"
+    sidecar = contract.read_sidecar(engine)
+    assert sidecar.metadata == {"threshold": "0.5", "image_size": "256"}  # the contract's reader drops the prefix
+    assert sidecar.plugin_path() == tmp_path / "libscan.so"
     check = trt_backend.check_engine_compatibility
     assert check(engine, sidecar, "10.3.0.26", "Orin", "8.7") == []  # same release, another build number
     with pytest.raises(ConfigError, match=r"built elsewhere.*TensorRT 10\.3\.0\.30.*TensorRT 10\.7\.0"):
@@ -53,7 +55,7 @@ def test_sidecar_is_read_and_checked(tmp_path):
         check(engine, sidecar, "10.3.0", "NVIDIA H100", "9.0")
     warnings = check(engine, sidecar, "10.3.0", "Orin NX", "8.7")
     assert len(warnings) == 1 and "built on Orin, running on Orin NX" in warnings[0]
-    portable = trt_backend.read_sidecar(
+    portable = contract.read_sidecar(
         _engine_with_sidecar(
             tmp_path, tensorrt_version="10.3.0", compute_capability="8.0", hardware_compatibility="ampere+"
         )
@@ -64,24 +66,66 @@ def test_sidecar_is_read_and_checked(tmp_path):
 def test_missing_or_bad_sidecar(tmp_path):
     engine = tmp_path / "bare.plan"
     engine.write_bytes(b"")
-    sidecar = trt_backend.read_sidecar(engine)
+    sidecar = contract.read_sidecar(engine)
     assert sidecar.path is None
     assert "no sidecar" in trt_backend.check_engine_compatibility(engine, sidecar, "10.3.0", "Orin", "8.7")[0]
     (tmp_path / "bare.json").write_text("[1, 2")  # the stem form of the sidecar name, broken
     with pytest.raises(ConfigError, match="bare.json"):
-        trt_backend.read_sidecar(engine)
+        contract.read_sidecar(engine)
 
 
 def test_plugin_library_resolution(tmp_path, monkeypatch):
-    empty = trt_backend.EngineSidecar(path=None)
-    monkeypatch.delenv(trt_backend.PLUGIN_ENV, raising=False)
-    assert trt_backend.resolve_plugin_library(None, empty) is None
+    resolve = tensorrt_plugin.resolve_plugin_library
+    empty = contract.EngineSidecar()
+    monkeypatch.delenv(contract.PLUGIN_ENV, raising=False)
+    assert resolve(None, empty) is None
     with pytest.raises(ConfigError, match="no such file"):
-        trt_backend.resolve_plugin_library(str(tmp_path / "nope.so"), empty)
+        resolve(str(tmp_path / "nope.so"), empty)
     lib = tmp_path / "libscan.so"
     lib.write_bytes(b"")
-    monkeypatch.setenv(trt_backend.PLUGIN_ENV, str(lib))
-    assert trt_backend.resolve_plugin_library(None, empty) == lib
+    monkeypatch.setenv(contract.PLUGIN_ENV, str(lib))
+    assert resolve(None, empty) == lib
+    # The engine's sidecar comes before the variable; its path is relative to the sidecar's folder.
+    (tmp_path / "engines").mkdir()
+    (tmp_path / "engines" / "libnear.so").write_bytes(b"")
+    sidecar = contract.EngineSidecar(path=tmp_path / "engines" / "m.engine.json", plugin_library="libnear.so")
+    assert resolve(None, sidecar) == tmp_path / "engines" / "libnear.so"
+    assert resolve(str(lib), sidecar) == lib
+    # The exporter has no sidecar: the explicit library, else the variable.
+    assert resolve(None) == lib
+
+
+def _registry_stand_in(answer):
+    """A tensorrt stand-in whose plugin registry answers load_library with `answer(path)`."""
+    import types
+
+    return types.SimpleNamespace(
+        __version__="10.3.0.26", get_plugin_registry=lambda: types.SimpleNamespace(load_library=answer)
+    )
+
+
+def test_plugin_library_is_loaded_once_and_a_refusal_is_an_error(tmp_path):
+    lib = tmp_path / "libmmad_trt_plugins.so"
+    lib.write_bytes(b"...libnvinfer.so.10\x00...")
+    calls = []
+    trt = _registry_stand_in(lambda path: calls.append(path) or "handle")
+    assert tensorrt_plugin.load_plugin_library(trt, lib) == "handle"
+    # TensorRT refuses a library whose creators are registered: a second engine must not load it again.
+    assert tensorrt_plugin.load_plugin_library(trt, lib) == "handle" and calls == [str(lib)]
+    refused = tmp_path / "librefused.so"
+    refused.write_bytes(b"")
+    with pytest.raises(ConfigError, match="librefused.so: TensorRT refused the library"):
+        tensorrt_plugin.load_plugin_library(_registry_stand_in(lambda path: None), refused)
+
+    def broken(path):
+        raise RuntimeError("undefined symbol: getPluginCreators")
+
+    with pytest.raises(ConfigError, match="cannot load it .undefined symbol"):
+        tensorrt_plugin.load_plugin_library(_registry_stand_in(broken), refused)
+    eleven = tmp_path / "lib11.so"
+    eleven.write_bytes(b"...libnvinfer.so.11\x00...")
+    with pytest.raises(ConfigError, match="built for TensorRT 11, this is TensorRT 10.3.0.26"):
+        tensorrt_plugin.load_plugin_library(_registry_stand_in(lambda path: pytest.fail("must not load")), eleven)
 
 
 def test_tensorrt_backend_without_tensorrt_says_what_to_install(tmp_path):
@@ -94,6 +138,8 @@ def test_tensorrt_backend_without_tensorrt_says_what_to_install(tmp_path):
     engine = _engine_with_sidecar(tmp_path, tensorrt_version="10.3.0")
     with pytest.raises(ConfigError, match="tensorrt Python package"):
         load_backend(engine)
+    with pytest.raises(ConfigError, match="TensorRT not available"):  # the message the exporter shows, too
+        tensorrt_plugin.import_tensorrt()
 
 
 def test_cuda_python_provides_every_call_the_backend_makes():
@@ -183,18 +229,8 @@ class _FakeDevice(trt_backend.CudaMemory):
         return "Fake GPU", "8.7"
 
 
-def _fake_tensorrt(device: _FakeDevice, size: int, max_batch: int, loaded: list):
-    """A stand-in for the tensorrt module whose engine computes the synthetic model on the fake device."""
-    import types
-
-    trt = types.SimpleNamespace(__version__="10.3.0.26")
-    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
-    trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
-    trt.nptype = lambda dtype: dtype
-    trt.get_plugin_registry = lambda: types.SimpleNamespace(load_library=loaded.append)
-    trt.init_libnvinfer_plugins = lambda logger, namespace: None
-    shapes = {"image": (-1, size, size, 3), "anomaly_map": (-1, 1, size, size), "score": (-1,)}
-    dtypes = {"image": np.uint8, "anomaly_map": np.float32, "score": np.float32}
+def _fake_context_class(device: _FakeDevice, size: int, max_batch: int, shapes: dict) -> type:
+    """An execution context that runs the synthetic model on the fake device's memory."""
 
     class Context:
         def __init__(self):
@@ -218,6 +254,25 @@ def _fake_tensorrt(device: _FakeDevice, size: int, max_batch: int, loaded: list)
             for name, value in (("anomaly_map", maps.astype(np.float32)), ("score", scores.astype(np.float32))):
                 device.memory[self.addresses[name]][: value.nbytes] = value.reshape(-1).view(np.uint8)
             return True
+
+    return Context
+
+
+def _fake_tensorrt(device: _FakeDevice, size: int, max_batch: int, loaded: list):
+    """A stand-in for the tensorrt module whose engine computes the synthetic model on the fake device."""
+    import types
+
+    trt = types.SimpleNamespace(__version__="10.3.0.26")
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
+    trt.nptype = lambda dtype: dtype
+    # load_library returns a handle, as TensorRT's does for a library it accepts
+    trt.get_plugin_registry = lambda: types.SimpleNamespace(load_library=lambda path: loaded.append(path) or loaded)
+    trt.init_libnvinfer_plugins = lambda logger, namespace: None
+    shapes = {"image": (-1, size, size, 3), "anomaly_map": (-1, 1, size, size), "score": (-1,)}
+    dtypes = {"image": np.uint8, "anomaly_map": np.float32, "score": np.float32}
+
+    Context = _fake_context_class(device, size, max_batch, shapes)
 
     class Engine:
         num_io_tensors = 3
@@ -278,7 +333,7 @@ def test_tensorrt_backend_binds_by_name_and_chunks_batches(tmp_path, monkeypatch
     with pytest.raises(ConfigError, match="could not deserialise"):
         load_backend(engine)
     (tmp_path / "m.engine.json").write_text(json.dumps({**sidecar, "plugin_library": None}))
-    monkeypatch.delenv(trt_backend.PLUGIN_ENV, raising=False)
+    monkeypatch.delenv(contract.PLUGIN_ENV, raising=False)
     with pytest.raises(ConfigError, match="SelectiveScan plugin"):
         load_backend(engine)
     (tmp_path / "m.engine.json").write_text(json.dumps({**sidecar, "compute_capability": "9.0"}))
