@@ -18,7 +18,6 @@ and its sha256, the ONNX and its sha256, input name and shape range, threshold, 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from mmad.runtime.contract import (
     OUTPUT_SCORE,
     PLUGIN_ENV,
     EngineSidecar,
+    file_sha256,
     write_sidecar,
 )
 
@@ -126,15 +126,6 @@ def gpu_info() -> tuple[str, str]:
         raise NoGPU(f"cannot read the GPU's properties: {cudart.cudaGetErrorString(err)[1].decode()}")
     name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
     return name.rstrip("\x00"), f"{props.major}.{props.minor}"
-
-
-def sha256_file(path: Path) -> str:
-    """The sidecar's hash of the plugin library and of the ONNX, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --- Preparing the ONNX the build reads -----------------------------------------------------------------
@@ -235,9 +226,9 @@ def sidecar_for(
         precision=checked.precision,
         strongly_typed=strongly_typed,
         plugin_library=plugin,
-        plugin_sha256=sha256_file(checked.plugin) if checked.plugin else None,
+        plugin_sha256=file_sha256(checked.plugin) if checked.plugin else None,
         onnx=str(source),
-        onnx_sha256=sha256_file(source),
+        onnx_sha256=file_sha256(source),
         input={
             "name": INPUT_NAME,
             "dtype": INPUT_DTYPE,

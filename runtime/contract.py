@@ -12,11 +12,13 @@ plugins/selective_scan/README.md; the model it belongs to is described in traini
     Engine sidecar           EngineSidecar: one writer (write_sidecar) and one reader (read_sidecar)
     Tolerances               SCAN_TOL_*, MODEL_TOL_*, relative_max_diff()
     Thresholds               THRESHOLD_*: the keys a checkpoint stores, deployment_threshold()
+    File identity            file_sha256()
     Plugin location          PLUGIN_ENV
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -59,6 +61,16 @@ def relative_max_diff(values: np.ndarray, reference: np.ndarray) -> float:
     scale = float(np.abs(reference).max()) if reference.size else 0.0
     diff = float(np.abs(np.asarray(values, dtype=np.float64) - reference).max()) if reference.size else 0.0
     return diff / (scale if scale > 0 else 1.0)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file (read in 1 MiB blocks), hex: how checkpoint weights, shipped encoder weights and an
+    engine's ONNX and plugin library are identified in metadata and sidecars."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # --- The exported model's I/O ------------------------------------------------------------------

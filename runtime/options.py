@@ -176,8 +176,8 @@ def plugin_library_option() -> Any:
         None,
         flag="--plugin-library",
         metavar="LIB",
-        help=f"TensorRT plugin library with the SelectiveScan op (libmmad_trt_plugins.so; default: ${PLUGIN_ENV}, "
-        "else the one named in the engine's sidecar)",
+        help=f"TensorRT plugin library with the SelectiveScan op (libmmad_trt_plugins.so; default: ${PLUGIN_ENV}; "
+        "running an engine, also the library its sidecar names)",
     )
 
 

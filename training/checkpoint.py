@@ -20,8 +20,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from mmad.runtime.contract import file_sha256
+
 from .config import RunConfig
-from .encoder_weights import file_sha256 as sha256_file
 
 FORMAT = "mmad-checkpoint"
 FORMAT_VERSION = 1
@@ -95,7 +96,7 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(folder / WEIGHTS_FILE, lambda p: save_file(tensors, p))
-    info.weights_sha256 = sha256_file(folder / WEIGHTS_FILE)
+    info.weights_sha256 = file_sha256(folder / WEIGHTS_FILE)
     if resume_state is not None:
         atomic_write(folder / RESUME_FILE, lambda p: save_file({k: v.contiguous() for k, v in resume_state.items()}, p))
     write_info(folder, info)
@@ -146,7 +147,7 @@ def read_info(folder: str | Path) -> CheckpointInfo:
 def load_tensors(path: Path, expected_sha256: str = "") -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing")
-    if expected_sha256 and sha256_file(path) != expected_sha256:
+    if expected_sha256 and file_sha256(path) != expected_sha256:
         raise CheckpointError(
             f"{path}: sha256 does not match {META_FILE}; the weights are truncated, corrupt or from another run"
         )

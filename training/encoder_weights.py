@@ -8,7 +8,6 @@ $MMAD_WEIGHTS_DIR, ~/.cache/mmad/weights, torch hub's checkpoints, then the offi
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from mmad.runtime.contract import file_sha256
 from mmad.training.backbones import Encoder
 
 WEIGHTS_ENV = "MMAD_WEIGHTS_DIR"
@@ -51,14 +51,6 @@ def weight_search_dirs() -> list[tuple[str, Path | None]]:
         (str(USER_WEIGHTS_DIR), USER_WEIGHTS_DIR.expanduser()),
         ("torch hub checkpoints", Path(torch.hub.get_dir()) / "checkpoints"),
     ]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_weights_file(path: Path, spec: EncoderSpec) -> None:

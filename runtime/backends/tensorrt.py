@@ -23,9 +23,9 @@ import numpy as np
 
 from mmad.runtime.backends.base import Backend
 from mmad.runtime.backends.tensorrt_plugin import import_tensorrt, load_plugin_library, resolve_plugin_library
-from mmad.runtime.contract import INPUT_NAME, META_PREFIX, OUTPUT_MAP, PLUGIN_ENV, EngineSidecar, read_sidecar
+from mmad.runtime.contract import INPUT_NAME, OUTPUT_MAP, PLUGIN_ENV, EngineSidecar, read_sidecar
 from mmad.runtime.errors import ConfigError
-from mmad.runtime.model_info import model_info_from_metadata
+from mmad.runtime.model_info import model_info_from_keys
 from mmad.runtime.processing import score_from_map
 
 log = logging.getLogger(__name__)
@@ -261,8 +261,8 @@ class TensorRTBackend(Backend):
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
-        self.info = model_info_from_metadata(
-            {META_PREFIX + k: v for k, v in sidecar.metadata.items()},  # it reads metadata props, prefixed
+        self.info = model_info_from_keys(
+            sidecar.metadata,
             source=str(self.path),
             input_names=inputs,
             output_names=outputs,

@@ -105,8 +105,8 @@ class CheckpointExports:
                 onnx=self.onnx(portable=False),
                 out=out,
                 precision=precision,
-                plugins=Path(plugin) if plugin else None,
-                calib_dir=[Path(d) for d in self.config.calib_data] if precision == "int8" else [],
+                plugin_library=Path(plugin) if plugin else None,
+                calib_data=[Path(d) for d in self.config.calib_data] if precision == "int8" else [],
                 batch=(1, batch, batch),
             )
             trt_engine.build_engine(trt_engine.check_request(request), log=log.info)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmad.runtime import contract
 from mmad.training import backbones, encoder_weights, encoders
 
 
@@ -64,7 +65,7 @@ def torchvision_style_resnet34_state(seed: int = 0) -> dict[str, torch.Tensor]:
 def test_lite0_loads_shipped_weights_after_sha_check():
     path = lite0_weights_path()
     lite0 = encoders.build_encoder("efficientnet_lite0")
-    assert encoder_weights.file_sha256(path) == encoders.ENCODERS["efficientnet_lite0"].sha256
+    assert contract.file_sha256(path) == encoders.ENCODERS["efficientnet_lite0"].sha256
     shipped = torch.load(path, map_location="cpu", weights_only=True)
     own = lite0.state_dict()
     assert len(own) > 100
