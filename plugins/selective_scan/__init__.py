@@ -3,20 +3,19 @@
 Python (torch-free unless marked):
     op.py              the public op `selective_scan(...)`: autograd, backend dispatch (torch)
     reference.py       the plain PyTorch loop every other path is tested against (torch)
-    cpu.py             the C++ CPU kernel's numpy/ctypes binding, built on first use
+    cpu.py             the C++ CPU kernel's numpy/ctypes binding, built with CMake on first use
     cuda.py            the CUDA kernel's ctypes binding on PyTorch CUDA tensors (torch)
     onnx_node.py       the op as one SelectiveScan ONNX node for torch.onnx.export (torch)
     onnxruntime_op.py  the op in onnxruntime on a CPU, via onnxruntime-extensions
-    build.py           configures and builds the CMake project (plugins/CMakeLists.txt)
-    problems.py        test and benchmark problems, the host harness's file protocol (torch)
+    build.py           the one CMake driver: configures and builds plugins/ (plugins/CMakeLists.txt)
+    problems.py        MMAD's stage shapes, test and benchmark problems, the host harness's file protocol (torch)
     bench_cpu.py       C++ CPU kernel vs plain loop per MMAD stage shape (torch)
     bench_cuda.py      CUDA kernel per MMAD stage shape (torch, a CUDA GPU)
 
-Native code (one CMake build: plugins/CMakeLists.txt):
-    selective_scan_cpu.cpp                      the C++ CPU forward and backward
-    selective_scan.h, *_device.cuh, *_kernel.cu the CUDA kernel, its planner and C launcher
-    selective_scan_plugin.*, plugin_library.cpp the TensorRT IPluginV3 plugin
-    host_harness.cu, plugin_probe.cpp, testing/ checks that run without a GPU or TensorRT
+Native code (one CMake build: plugins/CMakeLists.txt, targets in CMakeLists.txt beside this file):
+    native/cpu/        the C++ CPU forward and backward (mmad_selective_scan_cpu)
+    native/cuda/       the CUDA kernel, its planner, C launcher (mmad_selective_scan) and host harness
+    native/tensorrt/   the TensorRT IPluginV3 plugin (mmad_trt_plugins), its probe and testing/ stand-in
 
 The portable expansion of the op into standard ONNX ops is an export pass: mmad.export.portable.
 Attributes load lazily, so `import mmad.plugins.selective_scan.cpu` does not import torch.

@@ -1,6 +1,6 @@
 """Benchmark: the C++ CPU selective scan against plain PyTorch loops, float32, in the same run.
 
-    python -m mmad.plugins.selective_scan.bench [--repeats 10] [--ref-repeats 3] [--threads N]
+    python -m mmad.plugins.selective_scan.bench_cpu [--repeats 10] [--ref-repeats 3] [--threads N]
 
 For every (D, L) that MMAD's scans use at 256x256 input (B=1, N=16, G=8) it prints medians of
     fwd:  the C++ path, `selective_scan_ref` (the project's reference loop) and `plain_loop_scan`
@@ -24,11 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from mmad.plugins.selective_scan import selective_scan
-
-# (D, L) of every selective scan MMAD runs at 256x256 input; N = 16 states, G = 8 directions.
-STAGE_SHAPES = ((4096, 256), (2048, 64), (1024, 256), (512, 1024), (256, 4096))
-NSTATE = 16
-GROUPS = 8
+from mmad.plugins.selective_scan.problems import MMAD_G, MMAD_N, MMAD_STAGE_SHAPES
 
 
 @dataclass
@@ -56,8 +52,8 @@ def make_inputs(
     batch: int,
     dim: int,
     length: int,
-    nstate: int = NSTATE,
-    groups: int = GROUPS,
+    nstate: int = MMAD_N,
+    groups: int = MMAD_G,
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
 ) -> tuple[torch.Tensor, ...]:
@@ -145,7 +141,7 @@ def bench_shape(dim: int, length: int, config: BenchConfig) -> BenchRow:
     return BenchRow(dim, length, cpp_fwd, ref_fwd, loop_fwd, cpp_fb, loop_fb, rel_err)
 
 
-def run_benchmark(config: BenchConfig, shapes=STAGE_SHAPES) -> list[BenchRow]:
+def run_benchmark(config: BenchConfig, shapes=MMAD_STAGE_SHAPES) -> list[BenchRow]:
     if config.threads:
         torch.set_num_threads(config.threads)
     return [bench_shape(d, length, config) for d, length in tqdm(shapes, desc="selective_scan bench")]
@@ -153,7 +149,7 @@ def run_benchmark(config: BenchConfig, shapes=STAGE_SHAPES) -> list[BenchRow]:
 
 def format_table(rows: list[BenchRow], config: BenchConfig) -> str:
     title = (
-        f"selective scan, float32, B={config.batch}, N={NSTATE}, G={GROUPS}, "
+        f"selective scan, float32, B={config.batch}, N={MMAD_N}, G={MMAD_G}, "
         f"threads={torch.get_num_threads()}; medians in ms, ratio = baseline / C++"
     )
     head = (
@@ -163,8 +159,9 @@ def format_table(rows: list[BenchRow], config: BenchConfig) -> str:
     lines = [title, head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r.dim:>5} {r.length:>5} | {r.cpp_fwd_ms:>8.2f} {r.ref_fwd_ms:>8.1f} {r.ref_fwd_ms / r.cpp_fwd_ms:>5.0f}x "
-            f"{r.loop_fwd_ms:>8.1f} {r.loop_fwd_ms / r.cpp_fwd_ms:>5.0f}x | {r.cpp_fwdbwd_ms:>8.2f} "
+            f"{r.dim:>5} {r.length:>5} | {r.cpp_fwd_ms:>8.2f} {r.ref_fwd_ms:>8.1f} "
+            f"{r.ref_fwd_ms / r.cpp_fwd_ms:>5.0f}x {r.loop_fwd_ms:>8.1f} {r.loop_fwd_ms / r.cpp_fwd_ms:>5.0f}x | "
+            f"{r.cpp_fwdbwd_ms:>8.2f} "
             f"{r.loop_fwdbwd_ms:>8.1f} {r.loop_fwdbwd_ms / r.cpp_fwdbwd_ms:>5.0f}x | {r.rel_err:>8.1e}"
         )
     return "\n".join(lines)

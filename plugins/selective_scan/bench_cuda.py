@@ -24,8 +24,7 @@ import torch
 from mmad.plugins.selective_scan import build as scan_build
 from mmad.plugins.selective_scan import cuda as scan_cuda
 from mmad.plugins.selective_scan import problems
-
-SCAN_DIR = Path(__file__).resolve().parent
+from mmad.runtime.contract import SCAN_INPUTS
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
@@ -33,7 +32,7 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 @dataclass
 class BenchConfig:
     lib: Path | None = None  # a built libmmad_selective_scan.so; else built into build_dir
-    build_dir: Path = SCAN_DIR.parent / "build" / "bench"
+    build_dir: Path = scan_build.PLUGINS_DIR / "build" / "bench"
     dtypes: tuple[str, ...] = ("fp32", "fp16")
     batches: tuple[int, ...] = (1,)
     reps: int = 30  # timed repetitions (median reported)
@@ -196,7 +195,7 @@ def kernel_exps(p, nchunks: int) -> int:
 def bench_problem(lib, p, dtype_name: str, ceilings: Ceilings, cfg: BenchConfig, mamba) -> Row:
     dtype = DTYPES[dtype_name]
     inputs = problems.make_inputs(p, dtype, seed=1, device="cuda")
-    args = [inputs[k] for k in problems.INPUT_NAMES]
+    args = [inputs[k] for k in SCAN_INPUTS]
     num_sms = torch.cuda.get_device_properties(0).multi_processor_count
     scan = scan_cuda.prepare_scan(lib, *args, delta_softplus=True, num_sms=num_sms)
     nchunks = scan.layout()["nchunks"]
@@ -279,10 +278,12 @@ def run(cfg: BenchConfig) -> dict:
     lib_path = cfg.lib
     if lib_path is None:
         built, seconds = scan_build.build(
-            scan_build.BuildConfig(cfg.build_dir, cuda_archs=arch, trt_plugin="OFF", targets=(scan_build.CUDA_LIBRARY,))
+            scan_build.BuildConfig(
+                cfg.build_dir, cuda_archs=arch, trt_plugin="OFF", targets=(scan_build.CUDA_LIBRARY,), cuda="ON"
+            )
         )
         print(f"built libmmad_selective_scan.so for sm_{arch} in {seconds:.1f} s")
-        lib_path = built / f"lib{scan_build.CUDA_LIBRARY}.so"
+        lib_path = scan_build.library_file(built, scan_build.CUDA_LIBRARY)
     lib = scan_cuda.ScanLibrary(lib_path)
     device = f"{props.name} (sm_{arch}, {props.multi_processor_count} SMs)"
     print(f"device: {device}; torch {torch.__version__}, CUDA {torch.version.cuda}")

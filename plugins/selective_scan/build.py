@@ -1,6 +1,8 @@
-"""Configure and build plugins/ with CMake: used by the tests, the GPU path and the benchmark.
+"""Configure and build plugins/ with CMake, the op's one native build: used by the C++ CPU kernel's first-use
+build (cpu.py), the tests, the GPU check and the benchmark.
 
     python -m mmad.plugins.selective_scan.build --build-dir plugins/build --archs 90
+    python -m mmad.plugins.selective_scan.build --build-dir plugins/build --cuda OFF --targets mmad_selective_scan_cpu
 
 Torch-free.
 """
@@ -16,11 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PLUGINS_DIR = Path(__file__).resolve().parents[1]
+OUTPUT_SUBDIR = "selective_scan"  # where every target lands inside the build folder
+CPU_LIBRARY = "mmad_selective_scan_cpu"
 HARNESS = "selective_scan_host_harness"
 CUDA_LIBRARY = "mmad_selective_scan"
 TRT_LIBRARY = "mmad_trt_plugins"
 PROBE = "mmad_plugin_probe"
 FAKE_NVINFER = "mmad_fake_nvinfer"
+CMAKE_INSTALL_HINT = "install it (pip install cmake, or apt-get install cmake)"
 
 
 class BuildError(RuntimeError):
@@ -30,57 +35,90 @@ class BuildError(RuntimeError):
 @dataclass
 class BuildConfig:
     build_dir: Path
-    cuda_archs: str = "87"  # CMAKE_CUDA_ARCHITECTURES; one arch keeps CI builds short
+    cuda_archs: str | None = "87"  # CMAKE_CUDA_ARCHITECTURES; one arch keeps CI builds short; None: the default
     trt_plugin: str = "OFF"  # MMAD_BUILD_TRT_PLUGIN: AUTO, ON or OFF
     tensorrt_root: Path | None = None
     targets: tuple[str, ...] = (HARNESS,)
     jobs: int = field(default_factory=lambda: os.cpu_count() or 2)
     build_type: str = "Release"
+    cuda: str = "AUTO"  # MMAD_BUILD_CUDA: AUTO, ON or OFF
+    cxx: str | None = None  # CMAKE_CXX_COMPILER; None: CMake's choice
+    defines: dict[str, str] = field(default_factory=dict)  # further -D cache entries
+    source_dir: Path = PLUGINS_DIR
+    timeout: float | None = None  # seconds for each CMake step
+
+    def output_dir(self) -> Path:
+        return Path(self.build_dir) / OUTPUT_SUBDIR
 
 
-def tools_available() -> str | None:
-    """None when cmake and nvcc are on PATH, else what is missing."""
-    missing = [tool for tool in ("cmake", "nvcc") if shutil.which(tool) is None]
+def library_file(folder: Path, target: str) -> Path:
+    """The shared library file CMake makes for `target` in `folder`."""
+    return Path(folder) / f"lib{target}.so"
+
+
+def find_cmake() -> str | None:
+    return shutil.which("cmake")
+
+
+def tools_available(cuda: bool = True) -> str | None:
+    """None when cmake (and, with cuda, nvcc) are on PATH, else what is missing."""
+    tools = ("cmake", "nvcc") if cuda else ("cmake",)
+    missing = [tool for tool in tools if shutil.which(tool) is None]
     return ", ".join(missing) + " not found on PATH" if missing else None
 
 
-def _run(cmd: list[str], what: str) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+def _run(cmd: list[str], what: str, timeout: float | None) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise BuildError(f"{what} failed ({' '.join(cmd)}): {exc}") from exc
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise BuildError(f"{what} failed ({' '.join(cmd)}):\n{output[-4000:]}")
     return output
 
 
+def configure_command(cfg: BuildConfig) -> list[str]:
+    """The `cmake -S ... -B ...` line for cfg."""
+    defines = {
+        "CMAKE_BUILD_TYPE": cfg.build_type,
+        "MMAD_BUILD_CUDA": cfg.cuda,
+        "MMAD_BUILD_TRT_PLUGIN": cfg.trt_plugin,
+    }
+    if cfg.cuda_archs is not None:
+        defines["CMAKE_CUDA_ARCHITECTURES"] = cfg.cuda_archs
+    if cfg.tensorrt_root is not None:
+        defines["TensorRT_ROOT"] = str(cfg.tensorrt_root)
+    if cfg.cxx is not None:
+        defines["CMAKE_CXX_COMPILER"] = cfg.cxx
+    defines.update(cfg.defines)
+    return ["cmake", "-S", str(cfg.source_dir), "-B", str(cfg.build_dir), *(f"-D{k}={v}" for k, v in defines.items())]
+
+
 def build(cfg: BuildConfig) -> tuple[Path, float]:
     """Configure and build cfg.targets; returns (folder of the built files, seconds taken)."""
     start = time.perf_counter()
-    configure = [
-        "cmake",
-        "-S",
-        str(PLUGINS_DIR),
-        "-B",
-        str(cfg.build_dir),
-        f"-DCMAKE_BUILD_TYPE={cfg.build_type}",
-        f"-DCMAKE_CUDA_ARCHITECTURES={cfg.cuda_archs}",
-        f"-DMMAD_BUILD_TRT_PLUGIN={cfg.trt_plugin}",
-    ]
-    if cfg.tensorrt_root is not None:
-        configure.append(f"-DTensorRT_ROOT={cfg.tensorrt_root}")
-    _run(configure, "cmake configure")
-    _run(["cmake", "--build", str(cfg.build_dir), "-j", str(cfg.jobs), "--target", *cfg.targets], "cmake build")
-    return Path(cfg.build_dir) / "selective_scan", time.perf_counter() - start
+    _run(configure_command(cfg), "cmake configure", cfg.timeout)
+    _run(
+        ["cmake", "--build", str(cfg.build_dir), "-j", str(cfg.jobs), "--target", *cfg.targets],
+        "cmake build",
+        cfg.timeout,
+    )
+    return cfg.output_dir(), time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--build-dir", type=Path, default=PLUGINS_DIR / "build")
+    parser.add_argument("--build-dir", type=Path, default=PLUGINS_DIR / "build", help="CMake build folder")
     parser.add_argument("--archs", default="87;90", help="CMAKE_CUDA_ARCHITECTURES")
-    parser.add_argument("--trt-plugin", default="AUTO", choices=("AUTO", "ON", "OFF"))
-    parser.add_argument("--tensorrt-root", type=Path, default=None)
-    parser.add_argument("--targets", nargs="+", default=[HARNESS, CUDA_LIBRARY])
+    parser.add_argument("--cuda", default="AUTO", choices=("AUTO", "ON", "OFF"), help="MMAD_BUILD_CUDA")
+    parser.add_argument("--trt-plugin", default="AUTO", choices=("AUTO", "ON", "OFF"), help="MMAD_BUILD_TRT_PLUGIN")
+    parser.add_argument("--tensorrt-root", type=Path, default=None, help="TensorRT_ROOT (include/NvInferRuntime.h)")
+    parser.add_argument("--targets", nargs="+", default=[HARNESS, CUDA_LIBRARY], help="CMake targets to build")
     args = parser.parse_args()
-    cfg = BuildConfig(args.build_dir, args.archs, args.trt_plugin, args.tensorrt_root, tuple(args.targets))
+    cfg = BuildConfig(
+        args.build_dir, args.archs, args.trt_plugin, args.tensorrt_root, tuple(args.targets), cuda=args.cuda
+    )
     out, seconds = build(cfg)
     print(f"built {', '.join(cfg.targets)} in {out} ({seconds:.1f} s)")
 

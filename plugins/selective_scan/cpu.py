@@ -1,7 +1,7 @@
-"""The fast CPU selective scan: selective_scan_cpu.cpp, compiled once and called through ctypes.
+"""The fast CPU selective scan: native/cpu/selective_scan_cpu.cpp, built once with CMake and called through ctypes.
 
 Torch-free (numpy in, numpy out) so that export checks and host tools can reuse it. Shapes are the
-contract's (shared/docs/SELECTIVE_SCAN_OP.md):
+op contract's (README.md beside this file):
     u, delta      [B, D, L]      float16 / float32 / float64
     A             [D, N]
     B, C          [B, G, N, L]   channel d uses group g = d // (D // G)
@@ -10,9 +10,10 @@ contract's (shared/docs/SELECTIVE_SCAN_OP.md):
 float16 is computed in float32 (the contract's state type) and cast back; float64 runs the double
 instantiation, which the tests use for gradcheck.
 
-The library is built with the system C++ compiler on first use and cached under
-$XDG_CACHE_HOME/mmad (default ~/.cache/mmad), keyed by a hash of the source, the flags, the compiler
-and the CPU (the build uses -march=native, so a cache shared between machines must not mix them).
+On first use the library is built from the plugins' one CMake project (target mmad_selective_scan_cpu, its
+flags in plugins/selective_scan/CMakeLists.txt; the CUDA parts are switched off) with the system C++ compiler,
+and cached under $XDG_CACHE_HOME/mmad (default ~/.cache/mmad), keyed by a hash of the source, the CMake files,
+the compiler and the CPU (the build uses -march=native, so a cache shared between machines must not mix them).
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-SOURCE = Path(__file__).with_name("selective_scan_cpu.cpp")
-CXX_FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-std=c++17")
-# Linked separately, without -ffast-math: gcc < 13 would otherwise add crtfastmath.o, whose load-time
-# constructor turns on flush-to-zero for the whole Python process.
-LINK_FLAGS = ("-shared", "-fopenmp")
+from mmad.plugins.selective_scan import build as scan_build
+from mmad.runtime.contract import SCAN_INPUTS
+
+SOURCE_IN_PACKAGE = Path("native", "cpu", "selective_scan_cpu.cpp")
+SOURCE = Path(__file__).parent / SOURCE_IN_PACKAGE
 COMPILERS = ("c++", "g++", "clang++")
 _ABI_VERSION = 1  # must match mmad_scan_abi_version() in the .cpp
+_BUILD_TIMEOUT_S = 600
 _STATUS_MESSAGES = {
     1: "bad sizes (negative, or G not dividing D)",
     2: "N is larger than the kernel's maximum state size (mmad_scan_max_state())",
@@ -45,7 +47,7 @@ _STATUS_MESSAGES = {
 
 
 class ScanBuildError(RuntimeError):
-    """The C++ scan could not be compiled or loaded (no compiler, a failed build, a bad cache)."""
+    """The C++ scan could not be built or loaded (no compiler or CMake, a failed build, a bad cache)."""
 
 
 class ScanSizes(NamedTuple):
@@ -105,67 +107,82 @@ def _cpu_signature() -> str:
     return platform.machine() + "|" + platform.processor() + "|" + "|".join(sorted(first.values()))
 
 
-def library_path(cxx: str) -> Path:
-    """Where the library built by `cxx` from the current source lives in the cache."""
+def build_inputs(source_dir: Path = scan_build.PLUGINS_DIR) -> list[Path]:
+    """The files the CPU target's build reads: its source and every CMake file of the project."""
+    scan_dir = source_dir / "selective_scan"
+    return [
+        source_dir / "CMakeLists.txt",
+        *sorted((source_dir / "cmake").glob("*.cmake")),
+        scan_dir / "CMakeLists.txt",
+        scan_dir / SOURCE_IN_PACKAGE,
+    ]
+
+
+def library_path(cxx: str, source_dir: Path = scan_build.PLUGINS_DIR) -> Path:
+    """Where the library built by `cxx` from the current sources lives in the cache."""
     key = hashlib.sha256()
-    for part in (
-        SOURCE.read_bytes(),
-        " ".join(CXX_FLAGS + LINK_FLAGS).encode(),
-        cxx.encode(),
-        _compiler_version(cxx).encode(),
-        _cpu_signature().encode(),
-    ):
-        key.update(part)
+    for path in build_inputs(source_dir):
+        key.update(path.relative_to(source_dir).as_posix().encode() + b"\0" + path.read_bytes())
+        key.update(b"\0")
+    for part in (cxx, _compiler_version(cxx), _cpu_signature()):
+        key.update(part.encode())
         key.update(b"\0")
     return cache_dir() / f"selective_scan_cpu-{key.hexdigest()[:20]}.so"
 
 
-def build_library(cxx: str | None = None) -> Path:
-    """Compile the .cpp unless the cache already holds it; returns the .so path.
+def _cpu_build_config(build_dir: Path, cxx: str, source_dir: Path) -> scan_build.BuildConfig:
+    """The CPU target alone, with exactly the project's flags: CUDA off, none of $CXXFLAGS / $LDFLAGS."""
+    return scan_build.BuildConfig(
+        build_dir,
+        cuda_archs=None,
+        cuda="OFF",
+        trt_plugin="OFF",
+        targets=(scan_build.CPU_LIBRARY,),
+        jobs=1,
+        cxx=cxx,
+        defines={"CMAKE_CXX_FLAGS": "", "CMAKE_SHARED_LINKER_FLAGS": ""},
+        source_dir=source_dir,
+        timeout=_BUILD_TIMEOUT_S,
+    )
 
-    Two processes may compile at once: each writes its own temporary file and renames it into place
-    (atomic on POSIX), so a reader never sees a half-written library.
+
+def build_library(cxx: str | None = None, source_dir: Path | None = None) -> Path:
+    """Build the CMake target mmad_selective_scan_cpu unless the cache already holds it; returns the .so path.
+
+    Two processes (or threads) may build at once: each builds in its own temporary folder beside the cache
+    entry and renames the library into place (atomic on POSIX), so a reader never sees a half-written one.
     """
+    source_dir = Path(source_dir or scan_build.PLUGINS_DIR)
     cxx = cxx or find_compiler()
     if cxx is None:
         raise ScanBuildError(
             "selective_scan: no C++ compiler found (tried $CXX, " + ", ".join(COMPILERS) + "); install one "
             "(e.g. apt-get install g++) or use backend='reference'"
         )
-    target = library_path(cxx)
+    target = library_path(cxx, source_dir)
     if target.exists():
         return target
+    if scan_build.find_cmake() is None:
+        raise ScanBuildError(
+            "selective_scan: CMake (>= 3.18) not found on PATH; the C++ CPU kernel is built with it: "
+            f"{scan_build.CMAKE_INSTALL_HINT}, or use backend='reference'"
+        )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp", dir=target.parent)
-        os.close(fd)
+        workdir = Path(tempfile.mkdtemp(prefix=target.stem + ".", suffix=".build", dir=target.parent))
     except OSError as exc:
         raise ScanBuildError(
             f"selective_scan: cannot write the build cache {target.parent}: {exc} "
             "(set XDG_CACHE_HOME to a writable folder)"
         ) from exc
-    obj = tmp[: -len(".tmp")] + ".o"
     try:
-        _run_compiler([cxx, *CXX_FLAGS, "-c", str(SOURCE), "-o", obj])
-        _run_compiler([cxx, *LINK_FLAGS, obj, "-o", tmp])
-        os.replace(tmp, target)
+        out, _ = scan_build.build(_cpu_build_config(workdir, cxx, source_dir))
+        os.replace(scan_build.library_file(out, scan_build.CPU_LIBRARY), target)
+    except (scan_build.BuildError, OSError) as exc:
+        raise ScanBuildError(f"selective_scan: building the C++ CPU kernel ({SOURCE.name}) failed: {exc}") from exc
     finally:
-        for leftover in (tmp, obj):
-            if os.path.exists(leftover):
-                os.unlink(leftover)
+        shutil.rmtree(workdir, ignore_errors=True)
     return target
-
-
-def _run_compiler(command: list[str]) -> None:
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise ScanBuildError(f"selective_scan: running {' '.join(command)} failed: {exc}") from exc
-    if done.returncode != 0:
-        raise ScanBuildError(
-            f"selective_scan: building {SOURCE.name} failed (exit {done.returncode}):\n"
-            f"$ {' '.join(command)}\n{done.stderr[-4000:]}"
-        )
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -187,8 +204,23 @@ _lib: ctypes.CDLL | None = None
 _error: str | None = None
 
 
+def open_library(path: Path | str) -> ctypes.CDLL:
+    """Load a built mmad_selective_scan_cpu library and check its ABI; raises ScanBuildError."""
+    try:
+        lib = ctypes.CDLL(str(path))
+        _declare(lib)
+    except (OSError, AttributeError) as exc:
+        raise ScanBuildError(f"selective_scan: cannot load the library: {exc}") from exc
+    if lib.mmad_scan_abi_version() != _ABI_VERSION:
+        raise ScanBuildError(
+            f"selective_scan: {path} has ABI {lib.mmad_scan_abi_version()}, expected {_ABI_VERSION}; "
+            "delete it to rebuild"
+        )
+    return lib
+
+
 def load_library() -> ctypes.CDLL:
-    """Build (once per source/flags/compiler/CPU) and load the library; raises ScanBuildError."""
+    """Build (once per source/CMake files/compiler/CPU) and load the library; raises ScanBuildError."""
     global _lib, _error
     with _lock:
         if _lib is not None:
@@ -196,16 +228,9 @@ def load_library() -> ctypes.CDLL:
         if _error is not None:
             raise ScanBuildError(_error)
         try:
-            path = build_library()
-            lib = ctypes.CDLL(str(path))
-            _declare(lib)
-            if lib.mmad_scan_abi_version() != _ABI_VERSION:
-                raise ScanBuildError(
-                    f"selective_scan: {path} has ABI {lib.mmad_scan_abi_version()}, "
-                    f"expected {_ABI_VERSION}; delete it to rebuild"
-                )
-        except (ScanBuildError, OSError, AttributeError) as exc:
-            _error = str(exc) if isinstance(exc, ScanBuildError) else f"selective_scan: cannot load the library: {exc}"
+            lib = open_library(build_library())
+        except (ScanBuildError, OSError) as exc:
+            _error = str(exc) if isinstance(exc, ScanBuildError) else f"selective_scan: cannot build the library: {exc}"
             raise ScanBuildError(_error) from exc
         _lib = lib
         return lib
@@ -238,10 +263,7 @@ def default_threads() -> int:
 
 def scan_sizes(u, delta, A, B, C, D, delta_bias) -> ScanSizes:
     """Check the contract's shapes (on anything with .shape); returns (B, D, L, N, G)."""
-    shape = {
-        name: tuple(x.shape)
-        for name, x in zip(("u", "delta", "A", "B", "C", "D", "delta_bias"), (u, delta, A, B, C, D, delta_bias))
-    }
+    shape = {name: tuple(x.shape) for name, x in zip(SCAN_INPUTS, (u, delta, A, B, C, D, delta_bias))}
     if len(shape["u"]) != 3:
         raise ValueError(f"selective_scan: u must be [B, D, L], got {shape['u']}")
     b, d, length = shape["u"]
@@ -284,35 +306,57 @@ def _ptr(a: np.ndarray) -> ctypes.c_void_p:
     return ctypes.c_void_p(a.ctypes.data)
 
 
-def _check_status(status: int, what: str, sizes: ScanSizes) -> None:
+def _check_status(lib: ctypes.CDLL, status: int, what: str, sizes: ScanSizes) -> None:
     if status != 0:
         reason = _STATUS_MESSAGES.get(status, f"status {status}")
-        reason = reason.replace("mmad_scan_max_state()", str(load_library().mmad_scan_max_state()))
+        reason = reason.replace("mmad_scan_max_state()", str(lib.mmad_scan_max_state()))
         raise ValueError(f"selective_scan: the C++ {what} refused sizes {sizes._asdict()}: {reason}")
 
 
 def scan_forward(
-    u, delta, A, B, C, D, delta_bias, delta_softplus: bool = True, n_threads: int | None = None
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D,
+    delta_bias,
+    delta_softplus: bool = True,
+    n_threads: int | None = None,
+    library: ctypes.CDLL | None = None,
 ) -> np.ndarray:
-    """y [B, D, L] (dtype of u) of the selective scan; see the module docstring for shapes."""
+    """y [B, D, L] (dtype of u) of the selective scan; see the module docstring for shapes.
+
+    library: a library from open_library() to run instead of the one built on first use (load_library()).
+    """
     u = np.asarray(u)
     sizes = scan_sizes(u, delta, A, B, C, D, delta_bias)
     dtype = _compute_dtype(u)
     arrays = _contiguous((u, delta, A, B, C, D, delta_bias), dtype)
     y = np.empty(u.shape, dtype=dtype)
-    lib = load_library()
+    lib = library or load_library()
     fn = lib.mmad_scan_fwd_f64 if dtype == np.float64 else lib.mmad_scan_fwd_f32
     status = fn(
         *(_ptr(a) for a in arrays), _ptr(y), *sizes, int(bool(delta_softplus)), int(n_threads or default_threads())
     )
-    _check_status(status, "forward", sizes)
+    _check_status(lib, status, "forward", sizes)
     return y.astype(u.dtype, copy=False)
 
 
 def scan_backward(
-    u, delta, A, B, C, D, delta_bias, dy, delta_softplus: bool = True, n_threads: int | None = None
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D,
+    delta_bias,
+    dy,
+    delta_softplus: bool = True,
+    n_threads: int | None = None,
+    library: ctypes.CDLL | None = None,
 ) -> ScanGrads:
-    """Gradients of sum(y * dy) with respect to the seven inputs; dy is [B, D, L]."""
+    """Gradients of sum(y * dy) with respect to the seven inputs; dy is [B, D, L]; library as in scan_forward."""
     inputs = [np.asarray(x) for x in (u, delta, A, B, C, D, delta_bias)]
     sizes = scan_sizes(*inputs)
     if tuple(np.shape(dy)) != inputs[0].shape:
@@ -320,7 +364,7 @@ def scan_backward(
     dtype = _compute_dtype(inputs[0])
     arrays = _contiguous((*inputs, dy), dtype)
     grads = [np.empty(x.shape, dtype=dtype) for x in inputs]
-    lib = load_library()
+    lib = library or load_library()
     fn = lib.mmad_scan_bwd_f64 if dtype == np.float64 else lib.mmad_scan_bwd_f32
     status = fn(
         *(_ptr(a) for a in arrays),
@@ -329,5 +373,5 @@ def scan_backward(
         int(bool(delta_softplus)),
         int(n_threads or default_threads()),
     )
-    _check_status(status, "backward", sizes)
+    _check_status(lib, status, "backward", sizes)
     return ScanGrads(*(g.astype(_grad_dtype(x, dtype), copy=False) for g, x in zip(grads, inputs)))

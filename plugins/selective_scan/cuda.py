@@ -1,10 +1,10 @@
 """The selective-scan CUDA kernel on any CUDA GPU, without TensorRT: ctypes over libmmad_selective_scan.so
-(selective_scan_capi.cpp), i.e. the very launcher the TensorRT plugin calls, fed with PyTorch CUDA tensors.
+(native/cuda/selective_scan_capi.cpp), i.e. the very launcher the TensorRT plugin calls, fed with PyTorch CUDA tensors.
 
     lib = ScanLibrary(build_dir / "selective_scan" / "libmmad_selective_scan.so")
     y = selective_scan_cuda(lib, u, delta, A, B, C, D, delta_bias, delta_softplus=True)
 
-Shapes (shared/docs/SELECTIVE_SCAN_OP.md): u, delta [B, D, L] float32/float16 on one CUDA device;
+Shapes (the op contract, README.md beside this file): u, delta [B, D, L] float32/float16 on one CUDA device;
 A [D, N] float32; B, C [B, G, N, L] like u; D, delta_bias [D] float32. Returns y [B, D, L] like u.
 """
 
@@ -18,7 +18,7 @@ import torch
 
 
 class ScanParams(ctypes.Structure):
-    """Mirror of mmad::scan::SelectiveScanParams (selective_scan.h); checked against the library on load."""
+    """Mirror of mmad::scan::SelectiveScanParams (native/cuda/selective_scan.h); checked against the library on load."""
 
     _fields_ = [
         ("batch", ctypes.c_int32),
@@ -206,21 +206,12 @@ def prepare_scan(
     return PreparedScan(lib, params, y, workspace, (u, delta, A, B, C, D, delta_bias))
 
 
-def selective_scan_cuda(
-    lib: ScanLibrary,
-    u,
-    delta,
-    A,
-    B,
-    C,
-    D,
-    delta_bias,
-    delta_softplus: bool = True,
-    chunk_len: int = 0,
-    num_sms: int = 0,
-) -> torch.Tensor:
-    """y = selective scan of the contract, computed by the CUDA kernel on the current stream."""
-    scan = prepare_scan(lib, u, delta, A, B, C, D, delta_bias, delta_softplus, chunk_len, num_sms)
+def selective_scan_cuda(lib: ScanLibrary, u, delta, A, B, C, D, delta_bias, **options) -> torch.Tensor:
+    """y = selective scan of the contract, computed by the CUDA kernel on the current stream.
+
+    options: delta_softplus (default True), chunk_len (0: planned), num_sms (0: the device's), as prepare_scan.
+    """
+    scan = prepare_scan(lib, u, delta, A, B, C, D, delta_bias, **options)
     with torch.cuda.device(u.device):
         scan.launch()
     return scan.y

@@ -25,12 +25,12 @@ step() {  # step NAME LOG COMMAND...: run, tee to LOG, remember a failure
     return "$rc"
 }
 
-# The project's package (mmad.training holds the reference); its package-dir mapping needs pip, and a
-# PYTHONPATH shim of symlinks serves where pip cannot install.
+# The project's package (mmad.plugins.selective_scan holds the reference and the ctypes path); its package-dir
+# mapping needs pip, and a PYTHONPATH shim of symlinks serves where pip cannot install.
 if ! "$PY" -m pip install -q --no-deps --no-build-isolation -e . >"$OUT_DIR/pip.txt" 2>&1; then
     shim=$(mktemp -d)/site
     mkdir -p "$shim/mmad"
-    for pkg in training export runtime samples; do ln -s "$PWD/$pkg" "$shim/mmad/$pkg"; done
+    for pkg in training export runtime samples plugins; do ln -s "$PWD/$pkg" "$shim/mmad/$pkg"; done
     export PYTHONPATH="$shim${PYTHONPATH:+:$PYTHONPATH}"
     echo "pip install -e . failed (see pip.txt in the log); using PYTHONPATH=$shim" | tee -a "$OUT_DIR/pip.txt"
 fi
@@ -53,12 +53,12 @@ BUILD_DIR="plugins/build/gpu-sm$ARCH"
 LIB="$BUILD_DIR/selective_scan/libmmad_selective_scan.so"
 
 step build "$OUT_DIR/build.log" "$PY" -m mmad.plugins.selective_scan.build \
-    --build-dir "$BUILD_DIR" --archs "$ARCH" --trt-plugin AUTO \
+    --build-dir "$BUILD_DIR" --archs "$ARCH" --cuda ON --trt-plugin AUTO \
     --targets mmad_selective_scan selective_scan_host_harness || exit 1
 
 export MMAD_SCAN_LIB="$PWD/$LIB"
 step gpu-tests "$OUT_DIR/pytest.log" \
-    "$PY" -m pytest tests/test_plugin_gpu.py -q -p no:cacheprovider -o addopts="" -rs
+    "$PY" -m pytest tests/plugins/test_cuda_kernel_gpu.py -q -p no:cacheprovider -o addopts="" -rs
 
 step bench "$OUT_DIR/bench.log" "$PY" -m mmad.plugins.selective_scan.bench_cuda --lib "$LIB" --batches 1 8 \
     --out-json "$OUT_DIR/bench.json" --out-md "$OUT_DIR/bench.md"

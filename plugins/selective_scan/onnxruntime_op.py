@@ -10,7 +10,7 @@ or, with options of its own:
     options = session_options_with_custom_ops(onnxruntime.SessionOptions())
     session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
-The op (shared/docs/SELECTIVE_SCAN_OP.md) is registered as a Python op of onnxruntime-extensions in
+The op (its contract: README.md beside this file) is registered as a Python op of onnxruntime-extensions in
 the domain ai.onnx.contrib; its kernel is the project's C++ scan (mmad.plugins.selective_scan.cpu,
 numpy in and out; the state is float32). Inputs are declared float32, which is what every graph
 written by mmad.export feeds it (the FP16 graph keeps the scan in float32 behind casts).

@@ -1,4 +1,4 @@
-"""The selective scan (Mamba S6) of shared/docs/SELECTIVE_SCAN_OP.md: one home for the op.
+"""The selective scan (Mamba S6) of the op contract (README.md beside this file): the public op.
 
     selective_scan(u, delta, A, B, C, D, delta_bias, delta_softplus=True, backend="auto") -> y
 
@@ -11,7 +11,7 @@ Shapes (https://arxiv.org/abs/2312.00752):
 
 Backends:
     "mamba"      mamba-ssm's CUDA `selective_scan_fn` (CUDA tensors; optional extra `mmad-edge[mamba]`)
-    "cpu"        the C++ loop of selective_scan_cpu.cpp (CPU tensors; needs a C++ compiler once)
+    "cpu"        the C++ loop of native/cpu/selective_scan_cpu.cpp (CPU tensors; needs a C++ compiler and CMake once)
     "reference"  the plain PyTorch loop of reference.py (any device; slow)
     "auto"       mamba on CUDA when it imports, else cpu on CPU when it builds, else reference
     a callable   called as backend(u, delta, A, B, C, D, delta_bias, delta_softplus=...) after the checks
@@ -29,11 +29,11 @@ from torch.autograd.function import once_differentiable
 
 from mmad.plugins.selective_scan import cpu
 from mmad.plugins.selective_scan.reference import check_shapes, selective_scan_ref
+from mmad.runtime.contract import SCAN_INPUTS
 
 __all__ = ["BACKENDS", "mamba_available", "resolve_backend", "selective_scan", "selective_scan_ref"]
 
 BACKENDS = ("auto", "cpu", "reference", "mamba")
-_INPUT_NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 _IO_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
 
 def _check_inputs(tensors: tuple[torch.Tensor, ...]) -> None:
     device = tensors[0].device
-    for name, t in zip(_INPUT_NAMES, tensors):
+    for name, t in zip(SCAN_INPUTS, tensors):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"selective_scan: {name} must be a torch.Tensor, got {type(t).__name__}")
         if t.device != device:

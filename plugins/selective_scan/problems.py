@@ -1,6 +1,6 @@
 """Test and benchmark problems for the selective-scan kernel, and the host harness's file protocol.
 
-Shapes as in selective_scan.h: u, delta [B, D, L]; A [D, N]; B, C [B, G, N, L]; D, delta_bias [D].
+Shapes as in native/cuda/selective_scan.h: u, delta [B, D, L]; A [D, N]; B, C [B, G, N, L]; D, delta_bias [D].
 Needs torch.
 """
 
@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# (D, L) of MMAD's scan stages at 256x256 input, with B = 1, N = 16, G = 8 (shared/docs/SELECTIVE_SCAN_OP.md).
+from mmad.runtime.contract import SCAN_INPUTS
+
+# The one list of MMAD's scan stages: (D, L) of every selective scan MMAD runs at 256x256 input, with B = 1,
+# N = 16 states and G = 8 scan directions (README.md beside this file, "Stage shapes in MMAD"). The tests
+# and both benchmarks use it.
 MMAD_STAGE_SHAPES = ((4096, 256), (2048, 64), (1024, 256), (512, 1024), (256, 4096))
 MMAD_N = 16
 MMAD_G = 8
-
-INPUT_NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ _LAYOUT = re.compile(r"layout chunk_len=(\d+) nchunks=(\d+) block_channels=(\d+)
 def write_inputs(folder: Path, inputs: dict[str, torch.Tensor]) -> None:
     """One raw little-endian file per input, named as the harness expects (u.bin, ..., delta_bias.bin)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in INPUT_NAMES:
+    for name in SCAN_INPUTS:
         (folder / f"{name}.bin").write_bytes(inputs[name].detach().cpu().contiguous().numpy().tobytes())
 
 

@@ -1,6 +1,6 @@
 """The plain selective scan: the reference every other implementation is tested against.
 
-Shapes (see shared/docs/SELECTIVE_SCAN_OP.md, "Mamba S6"; https://arxiv.org/abs/2312.00752):
+Shapes (the op contract, README.md beside this file; https://arxiv.org/abs/2312.00752):
     u, delta     [B, D, L]      float16/32/64
     A            [D, N]         float32/64
     Bmat, Cmat   [B, G, N, L]   like u; channel d uses group g = d // (D // G)
@@ -17,28 +17,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mmad.plugins.selective_scan.cpu import scan_sizes
+
 
 def check_shapes(u, delta, A, Bmat, Cmat, D, delta_bias) -> tuple[int, int, int, int, int]:
-    """Validate the contract's shapes; returns (B, D, L, N, G)."""
-    if u.dim() != 3:
-        raise ValueError(f"selective_scan: u must be [B, D, L], got {tuple(u.shape)}")
-    b, d, length = u.shape
-    if delta.shape != u.shape:
-        raise ValueError(f"selective_scan: delta must match u {tuple(u.shape)}, got {tuple(delta.shape)}")
-    if A.dim() != 2 or A.shape[0] != d:
-        raise ValueError(f"selective_scan: A must be [D={d}, N], got {tuple(A.shape)}")
-    n = A.shape[1]
-    if Bmat.dim() != 4 or Bmat.shape[0] != b or Bmat.shape[2] != n or Bmat.shape[3] != length:
-        raise ValueError(f"selective_scan: B must be [B={b}, G, N={n}, L={length}], got {tuple(Bmat.shape)}")
-    g = Bmat.shape[1]
-    if Cmat.shape != Bmat.shape:
-        raise ValueError(f"selective_scan: C must match B {tuple(Bmat.shape)}, got {tuple(Cmat.shape)}")
-    if g == 0 or d % g:
-        raise ValueError(f"selective_scan: groups G={g} must divide D={d}")
-    for name, t in (("D", D), ("delta_bias", delta_bias)):
-        if t.shape != (d,):
-            raise ValueError(f"selective_scan: {name} must be [D={d}], got {tuple(t.shape)}")
-    return b, d, length, n, g
+    """Validate the contract's shapes; returns (B, D, L, N, G). The one check, shared with the C++ path."""
+    return tuple(scan_sizes(u, delta, A, Bmat, Cmat, D, delta_bias))
 
 
 def discretize_delta(delta: torch.Tensor, delta_bias: torch.Tensor, delta_softplus: bool) -> torch.Tensor:

@@ -44,7 +44,7 @@ def lib(tmp_path_factory):
     )
     out, seconds = scan_build.build(cfg)
     print(f"libmmad_selective_scan built for sm_{_arch()} in {seconds:.1f} s")
-    return scan_cuda.ScanLibrary(out / f"lib{scan_build.CUDA_LIBRARY}.so")
+    return scan_cuda.ScanLibrary(scan_build.library_file(out, scan_build.CUDA_LIBRARY))
 
 
 # ---- everywhere: the C ABI -------------------------------------------------------------------------------------
@@ -96,7 +96,7 @@ def _check(lib, problem, dtype, *, slow_decay=False, softplus=True, chunk_len=0,
         problem, dtype, seed=seed, slow_decay=slow_decay, positive_delta=not softplus, device="cuda"
     )
     y = scan_cuda.selective_scan_cuda(
-        lib, *(inputs[k] for k in problems.INPUT_NAMES), delta_softplus=softplus, chunk_len=chunk_len
+        lib, *(inputs[k] for k in contract.SCAN_INPUTS), delta_softplus=softplus, chunk_len=chunk_len
     )
     torch.cuda.synchronize()
     assert y.dtype == dtype and y.shape == inputs["u"].shape and y.is_cuda
@@ -141,9 +141,9 @@ def test_gpu_bad_input_is_refused(lib):
     inputs = problems.make_inputs(Problem(1, 64, 32), torch.float32, device="cuda")
     with pytest.raises(ValueError, match="delta must have shape"):
         scan_cuda.selective_scan_cuda(
-            lib, inputs["u"], inputs["delta"][..., :16].contiguous(), *(inputs[k] for k in problems.INPUT_NAMES[2:])
+            lib, inputs["u"], inputs["delta"][..., :16].contiguous(), *(inputs[k] for k in contract.SCAN_INPUTS[2:])
         )
     with pytest.raises(ValueError, match="A must be torch.float32"):
         scan_cuda.selective_scan_cuda(
-            lib, inputs["u"], inputs["delta"], inputs["A"].half(), *(inputs[k] for k in problems.INPUT_NAMES[3:])
+            lib, inputs["u"], inputs["delta"], inputs["A"].half(), *(inputs[k] for k in contract.SCAN_INPUTS[3:])
         )

@@ -11,13 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmad.runtime import contract
-
-SCAN_DIR = Path(__file__).resolve().parents[2] / "plugins" / "selective_scan"
-
-
 from mmad.plugins.selective_scan import build as scan_build
 from mmad.plugins.selective_scan import problems
+from mmad.runtime import contract
+
+PLUGIN_INFO = scan_build.PLUGINS_DIR / "selective_scan" / "native" / "tensorrt" / "plugin_info.h"
 
 Problem = problems.Problem
 
@@ -130,7 +128,7 @@ def test_harness_rejects_groups_not_dividing_channels(harness, tmp_path):
 
 
 def test_plugin_identity_matches_contract():
-    text = (SCAN_DIR / "plugin_info.h").read_text()
+    text = PLUGIN_INFO.read_text()
 
     def constant(name: str) -> str:
         match = re.search(rf'{name}\[\]\s*=\s*"([^"]*)"', text)

@@ -18,12 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from mmad.plugins.selective_scan import build as scan_build
 from mmad.runtime import contract
 
 SYSTEM_HEADERS = (Path("/usr/include/x86_64-linux-gnu"), Path("/usr/include/aarch64-linux-gnu"), Path("/usr/include"))
-
-
-from mmad.plugins.selective_scan import build as scan_build
 
 
 def _header_roots() -> list[Path | None]:
@@ -80,7 +78,7 @@ def plugin_build(request, tmp_path_factory) -> Path:
 
 
 def _run_probe(build: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    lib = build / f"lib{scan_build.TRT_LIBRARY}.so"
+    lib = scan_build.library_file(build, scan_build.TRT_LIBRARY)
     return subprocess.run(
         [str(build / scan_build.PROBE), str(lib), *extra], capture_output=True, text=True, env=env, check=False
     )
@@ -101,7 +99,7 @@ def test_probe_drives_creator_and_plugin(plugin_build):
 
 def test_registration_on_load_for_plain_dlopen(plugin_build):
     """MMAD_TRT_REGISTER_ON_LOAD=1: loading the library registers its creator with libnvinfer's registry (here
-    the recording stand-in of plugins/selective_scan/testing/fake_nvinfer.cpp), as Polygraphy needs."""
+    the recording stand-in of plugins/selective_scan/native/tensorrt/testing/fake_nvinfer.cpp), as Polygraphy needs."""
     fakes = list((plugin_build / "testing").glob("libnvinfer.so.*"))
     assert len(fakes) == 1, fakes
     env = {**os.environ, "LD_LIBRARY_PATH": str(fakes[0].parent), "MMAD_TRT_REGISTER_ON_LOAD": "1"}
@@ -114,7 +112,7 @@ def test_registration_on_load_for_plain_dlopen(plugin_build):
 
 
 def test_library_exports_only_the_entry_points(plugin_build):
-    lib = plugin_build / f"lib{scan_build.TRT_LIBRARY}.so"
+    lib = scan_build.library_file(plugin_build, scan_build.TRT_LIBRARY)
     handle = ctypes.CDLL(str(lib))  # loads with no TensorRT library present
     assert handle.getCreators and handle.setLoggerFinder
     if shutil.which("nm") is None:

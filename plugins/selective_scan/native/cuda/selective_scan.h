@@ -1,5 +1,5 @@
-// The selective scan (Mamba S6) of shared/docs/SELECTIVE_SCAN_OP.md as a CUDA kernel: one POD parameter
-// struct and one launcher. Nothing here knows PyTorch or TensorRT; the TensorRT plugin, the ctypes path
+// The selective scan (Mamba S6) of the op contract (plugins/selective_scan/README.md) as a CUDA kernel: one POD
+// parameter struct and one launcher. Nothing here knows PyTorch or TensorRT; the TensorRT plugin, the ctypes path
 // (selective_scan_capi.cpp) and the host harness adapt to it.
 //
 // Shapes (row-major, contiguous):
@@ -39,8 +39,8 @@ struct SelectiveScanParams
     int32_t ngroups{0};        // G, divides D
     int32_t delta_softplus{1}; // 1: Delta = softplus(delta + bias); 0: Delta = delta + bias
     ScanDType io_dtype{ScanDType::kFloat32};
-    int32_t chunk_len{0};      // time steps per chunk; 0 = chosen by planScan(); else a multiple of kTileT
-    int32_t num_sms{0};        // multiprocessors to fill; 0 = ask the current device
+    int32_t chunk_len{0}; // time steps per chunk; 0 = chosen by planScan(); else a multiple of kTileT
+    int32_t num_sms{0};   // multiprocessors to fill; 0 = ask the current device
     int32_t reserved{0};
     void const* u{nullptr};
     void const* delta{nullptr};
@@ -50,17 +50,17 @@ struct SelectiveScanParams
     float const* Dskip{nullptr};
     float const* delta_bias{nullptr};
     void* y{nullptr};
-    void* workspace{nullptr};  // chunk states; see selectiveScanWorkspaceSize()
+    void* workspace{nullptr}; // chunk states; see selectiveScanWorkspaceSize()
     size_t workspace_bytes{0};
 };
 
 // Compile-time shape of the kernel; the host harness and the planner share them.
-constexpr int32_t kMaxState = 16;          // N held in registers (smaller N is zero-padded)
-constexpr int32_t kTileT = 32;             // time steps staged in shared memory at once
-constexpr int32_t kMaxBlockChannels = 64;  // channels (= threads) per block
-constexpr int32_t kMinChunk = 64;          // shortest chunk the planner picks
-constexpr int32_t kMaxChunks = 64;         // most chunks the planner picks
-constexpr int32_t kTargetBlocksPerSM = 8;  // blocks per multiprocessor the planner aims for
+constexpr int32_t kMaxState = 16;         // N held in registers (smaller N is zero-padded)
+constexpr int32_t kTileT = 32;            // time steps staged in shared memory at once
+constexpr int32_t kMaxBlockChannels = 64; // channels (= threads) per block
+constexpr int32_t kMinChunk = 64;         // shortest chunk the planner picks
+constexpr int32_t kMaxChunks = 64;        // most chunks the planner picks
+constexpr int32_t kTargetBlocksPerSM = 8; // blocks per multiprocessor the planner aims for
 
 // How a launch is cut up: blocks of `block_channels` channels of one group, `nchunks` chunks of
 // `chunk_len` steps. Grid of passes 1 and 3: (channel_tiles, chunks, B * G).

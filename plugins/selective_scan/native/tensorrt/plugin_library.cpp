@@ -76,7 +76,7 @@ void registerOnLoadIfAsked() noexcept
         return;
     }
     void* nvinfer = findNvinfer();
-    using GetRegistry = nvinfer1::IPluginRegistry* (*) ();
+    using GetRegistry = nvinfer1::IPluginRegistry* (*)();
     auto getRegistry = nvinfer ? reinterpret_cast<GetRegistry>(dlsym(nvinfer, "getPluginRegistry")) : nullptr;
     nvinfer1::IPluginRegistry* registry = getRegistry ? getRegistry() : nullptr;
     if (registry == nullptr)

@@ -88,7 +88,8 @@ struct BlockSlice
 };
 
 // (tile, chunk, bg) is (blockIdx.x, blockIdx.y, blockIdx.z) in the kernels.
-MMAD_HD BlockSlice blockSlice(SelectiveScanParams const& p, ScanLayout const& lay, int32_t tile, int32_t chunk, int32_t bg)
+MMAD_HD BlockSlice blockSlice(
+    SelectiveScanParams const& p, ScanLayout const& lay, int32_t tile, int32_t chunk, int32_t bg)
 {
     int32_t const cpg = p.dim / p.ngroups;
     int32_t const c0 = tile * lay.block_channels;
@@ -132,7 +133,8 @@ MMAD_HD TileSmem tileSmem(float* base, int32_t block_channels)
 // states [B][nchunks][N][D] (d fastest, so a block's threads touch consecutive floats), then
 // delta sums [B][nchunks][D].
 
-MMAD_HD int64_t stateIndex(SelectiveScanParams const& p, ScanLayout const& lay, int32_t b, int32_t chunk, int32_t n, int32_t d)
+MMAD_HD int64_t stateIndex(
+    SelectiveScanParams const& p, ScanLayout const& lay, int32_t b, int32_t chunk, int32_t n, int32_t d)
 {
     return ((static_cast<int64_t>(b) * lay.nchunks + chunk) * p.dstate + n) * p.dim + d;
 }
@@ -160,7 +162,7 @@ MMAD_HD void initChannel(SelectiveScanParams const& p, ScanLayout const& lay, Bl
     int32_t const d = s.d0 + tid;
     bool const live = tid < s.channels;
     float const* ws = static_cast<float const*>(p.workspace);
-MMAD_UNROLL
+    MMAD_UNROLL
     for (int32_t n = 0; n < kMaxState; ++n)
     {
         bool const on = live && n < p.dstate;
@@ -235,7 +237,7 @@ MMAD_HD void scanTile(BlockSlice const& s, int32_t tid, TileSmem const& sm, Chan
         float const uv = urow[k];
         float const du = dt * uv;
         float y = 0.f;
-MMAD_UNROLL
+        MMAD_UNROLL
         for (int32_t n = 0; n < kMaxState; ++n)
         {
             // exp in float32 whatever the I/O type.
@@ -259,8 +261,8 @@ MMAD_UNROLL
 
 // All threads: write the tile's y (staged in sm.u) back, coalesced like the loads.
 template <typename T>
-MMAD_HD void storeTile(SelectiveScanParams const& p, ScanLayout const& lay, BlockSlice const& s, int32_t t0, int32_t tid,
-    int32_t nthreads, TileSmem const& sm)
+MMAD_HD void storeTile(SelectiveScanParams const& p, ScanLayout const& lay, BlockSlice const& s, int32_t t0,
+    int32_t tid, int32_t nthreads, TileSmem const& sm)
 {
     for (int32_t i = tid; i < lay.block_channels * kTileT; i += nthreads)
     {
@@ -284,7 +286,7 @@ MMAD_HD void saveChunkEnd(
     }
     int32_t const d = s.d0 + tid;
     float* ws = static_cast<float*>(p.workspace);
-MMAD_UNROLL
+    MMAD_UNROLL
     for (int32_t n = 0; n < kMaxState; ++n)
     {
         if (n < p.dstate)

@@ -59,9 +59,12 @@ bool readInputs(std::string const& dir, SelectiveScanParams const& p, size_t ele
     in.A.resize(static_cast<size_t>(p.dim) * p.dstate);
     in.Dskip.resize(p.dim);
     in.delta_bias.resize(p.dim);
-    return readExact(dir, "u.bin", in.u.size(), in.u.data()) && readExact(dir, "delta.bin", in.delta.size(), in.delta.data())
-        && readExact(dir, "B.bin", in.Bmat.size(), in.Bmat.data()) && readExact(dir, "C.bin", in.Cmat.size(), in.Cmat.data())
-        && readExact(dir, "A.bin", in.A.size() * 4, in.A.data()) && readExact(dir, "D.bin", in.Dskip.size() * 4, in.Dskip.data())
+    return readExact(dir, "u.bin", in.u.size(), in.u.data())
+        && readExact(dir, "delta.bin", in.delta.size(), in.delta.data())
+        && readExact(dir, "B.bin", in.Bmat.size(), in.Bmat.data())
+        && readExact(dir, "C.bin", in.Cmat.size(), in.Cmat.data())
+        && readExact(dir, "A.bin", in.A.size() * 4, in.A.data())
+        && readExact(dir, "D.bin", in.Dskip.size() * 4, in.Dskip.data())
         && readExact(dir, "delta_bias.bin", in.delta_bias.size() * 4, in.delta_bias.data());
 }
 
@@ -133,27 +136,26 @@ void emulateLaunch(SelectiveScanParams const& p, ScanLayout const& lay)
 
 int usage()
 {
-    std::fprintf(stderr,
-        "usage: selective_scan_host_harness DIR B D L N G SOFTPLUS(0|1) DTYPE(f32|f16) CHUNK_LEN NUM_SMS\n");
+    std::fprintf(
+        stderr, "usage: selective_scan_host_harness DIR B D L N G SOFTPLUS(0|1) DTYPE(f32|f16) CHUNK_LEN NUM_SMS\n");
     return 2;
 }
 
-} // namespace
-
-int main(int argc, char** argv)
+// The problem of the command line (sizes, softplus, I/O type, chunk length) and the multiprocessors to plan for;
+// false (after saying why) for a bad line.
+bool parseArgs(int argc, char** argv, SelectiveScanParams& p, int32_t& num_sms)
 {
     if (argc != 11)
     {
-        return usage();
+        usage();
+        return false;
     }
-    std::string const dir = argv[1];
     std::string const dtype = argv[8];
     if (dtype != "f32" && dtype != "f16")
     {
         std::fprintf(stderr, "host_harness: DTYPE must be f32 or f16, got %s\n", dtype.c_str());
-        return 2;
+        return false;
     }
-    SelectiveScanParams p;
     p.batch = std::atoi(argv[2]);
     p.dim = std::atoi(argv[3]);
     p.seqlen = std::atoi(argv[4]);
@@ -162,25 +164,13 @@ int main(int argc, char** argv)
     p.delta_softplus = std::atoi(argv[7]);
     p.io_dtype = dtype == "f16" ? ScanDType::kFloat16 : ScanDType::kFloat32;
     p.chunk_len = std::atoi(argv[9]);
-    int32_t const num_sms = std::atoi(argv[10]);
+    num_sms = std::atoi(argv[10]);
+    return true;
+}
 
-    char const* error = nullptr;
-    ScanLayout lay;
-    SelectiveScanParams want = p;
-    want.workspace_bytes = static_cast<size_t>(-1);
-    if (!planScan(want, num_sms, &lay, &error))
-    {
-        std::fprintf(stderr, "host_harness: %s\n", error);
-        return 2;
-    }
-    size_t const elem = dtype == "f16" ? sizeof(__half) : sizeof(float);
-    Inputs in;
-    if (!readInputs(dir, p, elem, in))
-    {
-        return 2;
-    }
-    std::vector<unsigned char> y(static_cast<size_t>(p.batch) * p.dim * p.seqlen * elem);
-    std::vector<float> workspace(selectiveScanWorkspaceBytes(p.batch, p.dim, p.dstate, lay.nchunks) / sizeof(float));
+// Points p at the inputs, y and the workspace.
+void bindBuffers(SelectiveScanParams& p, Inputs& in, std::vector<unsigned char>& y, std::vector<float>& workspace)
+{
     p.u = in.u.data();
     p.delta = in.delta.data();
     p.A = in.A.data();
@@ -191,13 +181,58 @@ int main(int argc, char** argv)
     p.y = y.data();
     p.workspace = workspace.empty() ? nullptr : workspace.data();
     p.workspace_bytes = workspace.size() * sizeof(float);
+}
+
+bool writeOutput(std::string const& dir, std::vector<unsigned char> const& y)
+{
+    std::string const out = dir + "/y.bin";
+    FILE* f = std::fopen(out.c_str(), "wb");
+    if (!f || std::fwrite(y.data(), 1, y.size(), f) != y.size())
+    {
+        std::fprintf(stderr, "host_harness: cannot write %s\n", out.c_str());
+        return false;
+    }
+    std::fclose(f);
+    return true;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    SelectiveScanParams p;
+    int32_t num_sms = 0;
+    if (!parseArgs(argc, argv, p, num_sms))
+    {
+        return 2;
+    }
+    std::string const dir = argv[1];
+    char const* error = nullptr;
+    ScanLayout lay;
+    SelectiveScanParams want = p;
+    want.workspace_bytes = static_cast<size_t>(-1);
+    if (!planScan(want, num_sms, &lay, &error))
+    {
+        std::fprintf(stderr, "host_harness: %s\n", error);
+        return 2;
+    }
+    bool const half = p.io_dtype == ScanDType::kFloat16;
+    size_t const elem = half ? sizeof(__half) : sizeof(float);
+    Inputs in;
+    if (!readInputs(dir, p, elem, in))
+    {
+        return 2;
+    }
+    std::vector<unsigned char> y(static_cast<size_t>(p.batch) * p.dim * p.seqlen * elem);
+    std::vector<float> workspace(selectiveScanWorkspaceBytes(p.batch, p.dim, p.dstate, lay.nchunks) / sizeof(float));
+    bindBuffers(p, in, y, workspace);
     // Plan again with the workspace actually given, as the launcher does.
     if (selectiveScanCheck(p, true) || !planScan(p, num_sms, &lay, &error))
     {
         std::fprintf(stderr, "host_harness: %s\n", error ? error : selectiveScanCheck(p, true));
         return 2;
     }
-    if (dtype == "f16")
+    if (half)
     {
         emulateLaunch<__half>(p, lay);
     }
@@ -205,15 +240,10 @@ int main(int argc, char** argv)
     {
         emulateLaunch<float>(p, lay);
     }
-
-    std::string const out = dir + "/y.bin";
-    FILE* f = std::fopen(out.c_str(), "wb");
-    if (!f || std::fwrite(y.data(), 1, y.size(), f) != y.size())
+    if (!writeOutput(dir, y))
     {
-        std::fprintf(stderr, "host_harness: cannot write %s\n", out.c_str());
         return 1;
     }
-    std::fclose(f);
     std::printf("layout chunk_len=%d nchunks=%d block_channels=%d channel_tiles=%d\n", lay.chunk_len, lay.nchunks,
         lay.block_channels, lay.channel_tiles);
     return 0;

@@ -1,5 +1,5 @@
 // A stand-in for libnvinfer that provides getPluginRegistry() alone, with a registry that only records
-// registrations: tests/test_plugin_trt.py builds it as libnvinfer.so.<major> to test the plugin library's
+// registrations: tests/plugins/test_tensorrt_plugin.py builds it as libnvinfer.so.<major> to test the plugin library's
 // registration on load (MMAD_TRT_REGISTER_ON_LOAD=1) where TensorRT is not installed.
 #include <NvInferRuntime.h>
 
@@ -29,7 +29,8 @@ public:
         *n = 0;
         return nullptr;
     }
-    IPluginCreator* getPluginCreator(AsciiChar const* const, AsciiChar const* const, AsciiChar const* const) noexcept override
+    IPluginCreator* getPluginCreator(
+        AsciiChar const* const, AsciiChar const* const, AsciiChar const* const) noexcept override
     {
         return nullptr;
     }

@@ -33,13 +33,15 @@ struct SameSize
 {
     int32_t in, axis, ref, ref_axis;
 };
+// clang-format off: one row per input, as the contract's table lists them.
 constexpr SameSize kSameSizes[] = {
-    {kDelta, 0, kU, 0}, {kDelta, 1, kU, 1}, {kDelta, 2, kU, 2}, // delta like u [B, D, L]
-    {kA, 0, kU, 1},                                             // A [D, N]
-    {kB, 0, kU, 0}, {kB, 2, kA, 1}, {kB, 3, kU, 2},             // B [B, G, N, L]
+    {kDelta, 0, kU, 0}, {kDelta, 1, kU, 1}, {kDelta, 2, kU, 2},     // delta like u [B, D, L]
+    {kA, 0, kU, 1},                                                 // A [D, N]
+    {kB, 0, kU, 0}, {kB, 2, kA, 1}, {kB, 3, kU, 2},                 // B [B, G, N, L]
     {kC, 0, kB, 0}, {kC, 1, kB, 1}, {kC, 2, kB, 2}, {kC, 3, kB, 3}, // C like B
-    {kD, 0, kU, 1}, {kBias, 0, kU, 1},                          // D, delta_bias [D]
+    {kD, 0, kU, 1}, {kBias, 0, kU, 1},                              // D, delta_bias [D]
 };
+// clang-format on
 
 std::string shapeText(Dims const& d)
 {
@@ -115,8 +117,7 @@ std::string checkTypes(DataType const types[kScanNbInputs + kScanNbOutputs])
     {
         if (types[i] != types[kU])
         {
-            return std::string("SelectiveScan: ") + (i == kScanNbInputs ? "y" : kInputNames[i])
-                + " must have u's type";
+            return std::string("SelectiveScan: ") + (i == kScanNbInputs ? "y" : kInputNames[i]) + " must have u's type";
         }
     }
     for (int32_t i : {kA, kD, kBias})
@@ -137,6 +138,39 @@ std::string checkCounts(int32_t nbInputs, int32_t nbOutputs)
             + std::to_string(nbInputs) + " and " + std::to_string(nbOutputs);
     }
     return "";
+}
+
+nvinfer1::PluginTensorDesc const& tensorDesc(nvinfer1::DynamicPluginTensorDesc const& d)
+{
+    return d.desc;
+}
+
+nvinfer1::PluginTensorDesc const& tensorDesc(nvinfer1::PluginTensorDesc const& d)
+{
+    return d;
+}
+
+// "" when the counts, shapes and types of the tensors fit the contract, else why not. Desc is what TensorRT
+// hands over at build time (DynamicPluginTensorDesc, in configurePlugin) or at run time (PluginTensorDesc,
+// in onShapeChange): the same checks serve both.
+template <typename Desc>
+std::string checkTensors(Desc const* in, int32_t nbInputs, Desc const* out, int32_t nbOutputs)
+{
+    std::string why = checkCounts(nbInputs, nbOutputs);
+    if (!why.empty())
+    {
+        return why;
+    }
+    Dims const* dims[kScanNbInputs];
+    DataType types[kScanNbInputs + kScanNbOutputs];
+    for (int32_t i = 0; i < kScanNbInputs; ++i)
+    {
+        dims[i] = &tensorDesc(in[i]).dims;
+        types[i] = tensorDesc(in[i]).type;
+    }
+    types[kScanNbInputs] = tensorDesc(out[0]).type;
+    why = checkShapes(dims);
+    return why.empty() ? checkTypes(types) : why;
 }
 
 // Reads an integer field of any integer type; false if it has none.
@@ -189,49 +223,25 @@ nvinfer1::IPluginV3* SelectiveScanPlugin::clone() noexcept
     return copy;
 }
 
-char const* SelectiveScanPlugin::getPluginName() const noexcept
+template <typename Desc>
+int32_t SelectiveScanPlugin::checkOrFail(
+    char const* where, Desc const* in, int32_t nbInputs, Desc const* out, int32_t nbOutputs) const noexcept
 {
-    return kScanPluginName;
-}
-
-char const* SelectiveScanPlugin::getPluginVersion() const noexcept
-{
-    return kScanPluginVersion;
-}
-
-char const* SelectiveScanPlugin::getPluginNamespace() const noexcept
-{
-    return kScanPluginNamespace;
+    try
+    {
+        std::string const why = checkTensors(in, nbInputs, out, nbOutputs);
+        return why.empty() ? 0 : fail(why);
+    }
+    catch (std::exception const& e)
+    {
+        return fail(std::string("SelectiveScan: ") + where + ": " + e.what());
+    }
 }
 
 int32_t SelectiveScanPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
     nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept
 {
-    try
-    {
-        std::string why = checkCounts(nbInputs, nbOutputs);
-        if (why.empty())
-        {
-            Dims const* dims[kScanNbInputs];
-            DataType types[kScanNbInputs + kScanNbOutputs];
-            for (int32_t i = 0; i < kScanNbInputs; ++i)
-            {
-                dims[i] = &in[i].desc.dims;
-                types[i] = in[i].desc.type;
-            }
-            types[kScanNbInputs] = out[0].desc.type;
-            why = checkShapes(dims);
-            if (why.empty())
-            {
-                why = checkTypes(types);
-            }
-        }
-        return why.empty() ? 0 : fail(why);
-    }
-    catch (std::exception const& e)
-    {
-        return fail(std::string("SelectiveScan: configurePlugin: ") + e.what());
-    }
+    return checkOrFail("configurePlugin", in, nbInputs, out, nbOutputs);
 }
 
 int32_t SelectiveScanPlugin::getOutputDataTypes(
@@ -330,8 +340,8 @@ char const* SelectiveScanPlugin::getTimingCacheID() noexcept
 {
     try
     {
-        mTimingCacheId = std::string(kScanFieldSoftplus) + "=" + std::to_string(mDeltaSoftplus) + ";sms="
-            + std::to_string(mNumSMs);
+        mTimingCacheId = std::string(kScanFieldSoftplus) + "=" + std::to_string(mDeltaSoftplus)
+            + ";sms=" + std::to_string(mNumSMs);
         return mTimingCacheId.c_str();
     }
     catch (std::exception const&)
@@ -343,31 +353,7 @@ char const* SelectiveScanPlugin::getTimingCacheID() noexcept
 int32_t SelectiveScanPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
     nvinfer1::PluginTensorDesc const* out, int32_t nbOutputs) noexcept
 {
-    try
-    {
-        std::string why = checkCounts(nbInputs, nbOutputs);
-        if (why.empty())
-        {
-            Dims const* dims[kScanNbInputs];
-            DataType types[kScanNbInputs + kScanNbOutputs];
-            for (int32_t i = 0; i < kScanNbInputs; ++i)
-            {
-                dims[i] = &in[i].dims;
-                types[i] = in[i].type;
-            }
-            types[kScanNbInputs] = out[0].type;
-            why = checkShapes(dims);
-            if (why.empty())
-            {
-                why = checkTypes(types);
-            }
-        }
-        return why.empty() ? 0 : fail(why);
-    }
-    catch (std::exception const& e)
-    {
-        return fail(std::string("SelectiveScan: onShapeChange: ") + e.what());
-    }
+    return checkOrFail("onShapeChange", in, nbInputs, out, nbOutputs);
 }
 
 int32_t SelectiveScanPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
@@ -483,21 +469,6 @@ SelectiveScanPluginCreator::SelectiveScanPluginCreator() noexcept
     mFieldCollection.fields = mFieldNames.data();
 }
 
-char const* SelectiveScanPluginCreator::getPluginName() const noexcept
-{
-    return kScanPluginName;
-}
-
-char const* SelectiveScanPluginCreator::getPluginVersion() const noexcept
-{
-    return kScanPluginVersion;
-}
-
-char const* SelectiveScanPluginCreator::getPluginNamespace() const noexcept
-{
-    return kScanPluginNamespace;
-}
-
 nvinfer1::PluginFieldCollection const* SelectiveScanPluginCreator::getFieldNames() noexcept
 {
     return &mFieldCollection;
@@ -519,8 +490,8 @@ nvinfer1::IPluginV3* SelectiveScanPluginCreator::createPlugin(
             {
                 if (!readIntField(f, &softplus) || (softplus != 0 && softplus != 1))
                 {
-                    logPluginMessage(Severity::kERROR,
-                        "SelectiveScan: field delta_softplus must be an integer 0 or 1 (kINT32)");
+                    logPluginMessage(
+                        Severity::kERROR, "SelectiveScan: field delta_softplus must be an integer 0 or 1 (kINT32)");
                     return nullptr;
                 }
             }
@@ -534,7 +505,7 @@ nvinfer1::IPluginV3* SelectiveScanPluginCreator::createPlugin(
             }
             else if (std::strcmp(fname, "plugin_namespace") == 0 || std::strcmp(fname, "plugin_version") == 0)
             {
-                // The ONNX node's lookup attributes (SELECTIVE_SCAN_OP.md), should a parser pass them on.
+                // The ONNX node's lookup attributes (the op contract), should a parser pass them on.
             }
             else
             {
@@ -542,8 +513,8 @@ nvinfer1::IPluginV3* SelectiveScanPluginCreator::createPlugin(
                 logPluginMessage(Severity::kWARNING, msg.c_str());
             }
         }
-        auto* plugin = new (std::nothrow)
-            SelectiveScanPlugin(static_cast<int32_t>(softplus), static_cast<int32_t>(num_sms));
+        auto* plugin
+            = new (std::nothrow) SelectiveScanPlugin(static_cast<int32_t>(softplus), static_cast<int32_t>(num_sms));
         if (plugin == nullptr)
         {
             logPluginMessage(Severity::kERROR, "SelectiveScan: out of memory creating the plugin");

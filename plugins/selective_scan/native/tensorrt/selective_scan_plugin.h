@@ -1,5 +1,5 @@
 // TensorRT IPluginV3 adapter over launchSelectiveScan (selective_scan.h): the SelectiveScan op of
-// shared/docs/SELECTIVE_SCAN_OP.md, name/version/namespace from plugin_info.h. Written against the
+// the op contract (plugins/selective_scan/README.md), name/version/namespace from plugin_info.h. Written against the
 // IPluginV3 API that TensorRT 10.0 introduced and 11.x keeps, so one source serves JetPack 6 (TensorRT
 // 10.3) and TensorRT 11. Every override is noexcept; failures are reported through TensorRT's error
 // recorder (after attachToContext) and its logger (the library's ILoggerFinder), and signalled by the
@@ -23,8 +23,28 @@ namespace plugin
 void setPluginLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept;
 void logPluginMessage(nvinfer1::ILogger::Severity severity, char const* msg) noexcept;
 
+// The op's identity (plugin_info.h) for one of TensorRT's interfaces that ask for it: the plugin's core
+// capability and the creator answer the same three questions the same way.
+template <typename Interface>
+class ScanIdentity : public Interface
+{
+public:
+    char const* getPluginName() const noexcept override
+    {
+        return kScanPluginName;
+    }
+    char const* getPluginVersion() const noexcept override
+    {
+        return kScanPluginVersion;
+    }
+    char const* getPluginNamespace() const noexcept override
+    {
+        return kScanPluginNamespace;
+    }
+};
+
 class SelectiveScanPlugin : public nvinfer1::IPluginV3,
-                            public nvinfer1::IPluginV3OneCore,
+                            public ScanIdentity<nvinfer1::IPluginV3OneCore>,
                             public nvinfer1::IPluginV3OneBuild,
                             public nvinfer1::IPluginV3OneRuntime
 {
@@ -37,16 +57,13 @@ public:
     nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
     nvinfer1::IPluginV3* clone() noexcept override;
 
-    // IPluginV3OneCore
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
+    // IPluginV3OneCore: the name, version and namespace come from ScanIdentity.
 
     // IPluginV3OneBuild
     int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
         nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
-    int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
-        nvinfer1::DataType const* inputTypes, int32_t nbInputs) const noexcept override;
+    int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs, nvinfer1::DataType const* inputTypes,
+        int32_t nbInputs) const noexcept override;
     int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs, nvinfer1::DimsExprs const* shapeInputs,
         int32_t nbShapeInputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
         nvinfer1::IExprBuilder& exprBuilder) noexcept override;
@@ -73,6 +90,11 @@ public:
 private:
     // Reports msg to the error recorder (when attached to a context) and the logger; returns -1.
     int32_t fail(std::string msg) const noexcept;
+    // 0 when the tensors TensorRT describes (at build or at run time) fit the contract, else fail(why);
+    // `where` names the caller in messages about an unexpected exception.
+    template <typename Desc>
+    int32_t checkOrFail(
+        char const* where, Desc const* in, int32_t nbInputs, Desc const* out, int32_t nbOutputs) const noexcept;
 
     int32_t mDeltaSoftplus;
     int32_t mNumSMs;
@@ -83,15 +105,13 @@ private:
     mutable std::string mLastError; // the recorder may keep the pointer it is given
 };
 
-class SelectiveScanPluginCreator : public nvinfer1::IPluginCreatorV3One
+class SelectiveScanPluginCreator : public ScanIdentity<nvinfer1::IPluginCreatorV3One>
 {
 public:
     SelectiveScanPluginCreator() noexcept;
     ~SelectiveScanPluginCreator() override = default;
 
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
+    // The name, version and namespace come from ScanIdentity.
     nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;
     // nullptr (with the reason logged) for a bad field; unknown fields are ignored with a warning.
     nvinfer1::IPluginV3* createPlugin(

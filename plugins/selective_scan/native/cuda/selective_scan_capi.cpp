@@ -1,4 +1,4 @@
-// A C ABI over the launcher, for callers without C++ (Python's ctypes in selective_scan_cuda.py): the
+// A C ABI over the launcher, for callers without C++ (Python's ctypes in mmad.plugins.selective_scan.cuda): the
 // same launcher the TensorRT plugin calls, on any CUDA GPU, with no TensorRT.
 #include "selective_scan.h"
 

@@ -1,6 +1,6 @@
 // The SelectiveScan op's identity in TensorRT, defined once for the plugin, its creator and its library.
-// Must equal mmad.training.contract (SCAN_PLUGIN_NAME, SCAN_PLUGIN_VERSION, SCAN_PLUGIN_NAMESPACE,
-// SCAN_ATTR_SOFTPLUS, SCAN_INPUTS); tests/test_plugin_kernel.py checks that.
+// Must equal mmad.runtime.contract (SCAN_PLUGIN_NAME, SCAN_PLUGIN_VERSION, SCAN_PLUGIN_NAMESPACE,
+// SCAN_ATTR_SOFTPLUS, SCAN_INPUTS); tests/plugins/test_cuda_kernel_host.py checks that.
 #pragma once
 
 #include <cstdint>
