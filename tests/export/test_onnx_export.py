@@ -31,6 +31,7 @@ from mmad.export.onnx_graph import (
 from mmad.export.portable import make_portable, single_scan_model
 from mmad.plugins.selective_scan import selective_scan_ref
 from mmad.plugins.selective_scan.onnxruntime_op import inference_session
+from mmad.plugins.selective_scan.problems import MMAD_G, MMAD_N, MMAD_STAGE_SHAPES
 from mmad.runtime import contract
 from mmad.runtime.contract import MODEL_TOL_FP32, relative_max_diff
 from mmad.training.checkpoint import load_model
@@ -202,7 +203,8 @@ def reference(x: dict, softplus: bool = True) -> np.ndarray:
 
 
 # (B, D, N, G, L): every (D, L) of the fast preset at 256 x 256 (decoder stages 8..64 and the fuser),
-# the paper's largest D, and odd lengths with B > 1.
+# every stage of the paper's model (the op contract's stage shapes), and odd lengths with B > 1.
+PAPER_STAGES = [(1, d, MMAD_N, MMAD_G, length) for d, length in MMAD_STAGE_SHAPES]
 SCAN_SHAPES = [
     (1, 1024, 16, 8, 64),
     (1, 512, 16, 8, 256),
@@ -214,6 +216,7 @@ SCAN_SHAPES = [
     (2, 16, 4, 8, 7),
     (3, 32, 16, 4, 1000),
 ]
+SCAN_SHAPES += [shape for shape in PAPER_STAGES if shape not in SCAN_SHAPES]
 
 
 @pytest.mark.parametrize("shape", SCAN_SHAPES, ids=lambda s: "B{}-D{}-N{}-G{}-L{}".format(*s))
