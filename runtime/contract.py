@@ -11,7 +11,8 @@ plugins/selective_scan/README.md; the model it belongs to is described in traini
     Model metadata           META_*: one writer (metadata_props) and one reader (read_metadata)
     Engine sidecar           EngineSidecar: one writer (write_sidecar) and one reader (read_sidecar)
     Tolerances               SCAN_TOL_*, MODEL_TOL_*, relative_max_diff()
-    Thresholds               THRESHOLD_*: the keys a checkpoint stores, deployment_threshold()
+    Thresholds               THRESHOLD_*: the keys a checkpoint stores, deployment_threshold(), fit_threshold()
+    Calibration file         Calibration: one writer (write_calibration), one reader (read_calibration)
     File identity            file_sha256()
     Plugin location          PLUGIN_ENV
 """
@@ -243,6 +244,20 @@ THRESHOLD_NORMAL_Q = "normal_quantile_q"
 THRESHOLD_NORMAL_COUNT = "normal_holdout_images"
 THRESHOLD_F1 = "f1"
 DEFAULT_THRESHOLD_QUANTILE = 0.99
+# The calibrated rule (fit_threshold): the false-alarm rate a threshold is set for, and the fewest normal
+# scores a fit is made from.
+DEFAULT_FALSE_ALARM_RATE = 0.001
+MIN_NORMAL_SCORES = 20
+_EULER_GAMMA = 0.5772156649015329
+
+
+def _normal_scores(normal_scores, minimum: int) -> np.ndarray:
+    scores = np.asarray(normal_scores, dtype=np.float64)
+    if scores.ndim != 1 or scores.size < minimum:
+        raise ValueError(f"normal scores: expected at least {minimum} scores in a 1-D array, got shape {scores.shape}")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("normal scores: contain NaN or inf (is the model or its input broken?)")
+    return scores
 
 
 def deployment_threshold(normal_scores, q: float = DEFAULT_THRESHOLD_QUANTILE) -> float:
@@ -253,11 +268,103 @@ def deployment_threshold(normal_scores, q: float = DEFAULT_THRESHOLD_QUANTILE) -
     normal images is flagged and no defective image was needed to choose it. With fewer than
     ``1 / (1 - q)`` scores it is close to their max. normal_scores [M] float, M >= 1.
     """
-    normal_scores = np.asarray(normal_scores, dtype=np.float64)
-    if normal_scores.ndim != 1 or normal_scores.size == 0:
-        raise ValueError(f"normal_scores: expected a non-empty 1-D array, got shape {normal_scores.shape}")
-    if not np.all(np.isfinite(normal_scores)):
-        raise ValueError("normal_scores: contains NaN or inf")
     if not 0.0 < q <= 1.0:
         raise ValueError(f"q: expected 0 < q <= 1, got {q}")
-    return float(np.quantile(normal_scores, q))
+    return float(np.quantile(_normal_scores(normal_scores, 1), q))
+
+
+@dataclass(frozen=True)
+class ThresholdFit:
+    """A threshold fitted to known-good scores (fit_threshold), with what it expects."""
+
+    threshold: float
+    target_false_alarm_rate: float  # asked for
+    expected_false_alarm_rate: float  # of the fitted distribution at `threshold` (<= target)
+    count: int  # normal scores it was fitted to
+    location: float  # Gumbel location mu
+    scale: float  # Gumbel scale beta
+    max_normal: float
+    rule: str = "gumbel"
+
+    def exceedance(self, score: float) -> float:
+        """P(a normal score > score) under the fit."""
+        return float(-np.expm1(-np.exp(-(score - self.location) / self.scale)))
+
+
+def fit_threshold(normal_scores, false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE) -> ThresholdFit:
+    """The image threshold for a target false-alarm rate, from scores of known-good images or frames.
+
+    An image score is the maximum of an anomaly map, and maxima of many pixels follow an extreme-value
+    (Gumbel) law, whose tail a few dozen scores estimate far better than their empirical quantile. Rule:
+    fit a Gumbel distribution by the method of moments (scale = std·√6/π, location = mean − γ·scale), take
+    its (1 − rate) quantile, and never go below the highest known-good score (no frame the user called
+    good is flagged). Anomalous when ``score > threshold``.
+
+    ValueError (saying what is wrong) for fewer than MIN_NORMAL_SCORES scores, non-finite scores, scores
+    that are all equal (nothing to fit: a broken model or a frozen source), or a rate outside (0, 1).
+    """
+    if not 0.0 < false_alarm_rate < 1.0:
+        raise ValueError(f"false-alarm rate: expected 0 < rate < 1, got {false_alarm_rate}")
+    scores = _normal_scores(normal_scores, MIN_NORMAL_SCORES)
+    spread = float(scores.std(ddof=1))
+    if not spread > 1e-9 * max(1.0, float(np.abs(scores).max())):
+        raise ValueError(f"normal scores: all {scores.size} are equal ({scores[0]:.6g}); nothing to calibrate on")
+    scale = spread * np.sqrt(6.0) / np.pi
+    location = float(scores.mean()) - _EULER_GAMMA * scale
+    fitted = location - scale * np.log(-np.log1p(-false_alarm_rate))
+    fit = ThresholdFit(float(max(fitted, scores.max())), false_alarm_rate, 0.0, int(scores.size), location, scale,
+                       float(scores.max()))  # fmt: skip
+    return ThresholdFit(**{**asdict(fit), "expected_false_alarm_rate": fit.exceedance(fit.threshold)})
+
+
+# --- The calibration file ----------------------------------------------------------------------
+# `mmad calibrate` writes the thresholds measured on site beside the model, one file per camera or
+# category; every backend, `mmad stream` and `mmadinfer` read it instead of the model's own threshold.
+CALIBRATION_SUFFIX = ".calibration.json"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Thresholds measured on known-good frames of the real source."""
+
+    image_threshold: float
+    pixel_threshold: float | None  # map values above it are drawn as regions; None: the image threshold
+    fit: dict  # ThresholdFit's fields (rule, rates, count, location, scale, max_normal)
+    frames: int
+    source: str
+    backend: str
+    model_sha256: str
+    category: str | None = None
+    created: str = ""
+
+
+def calibration_path(model: Path, name: str | None = None) -> Path:
+    """`model.onnx.calibration.json`, or `model.onnx.<name>.calibration.json` for one camera/category."""
+    model = Path(model)
+    return model.with_name(f"{model.name}.{name}{CALIBRATION_SUFFIX}" if name else model.name + CALIBRATION_SUFFIX)
+
+
+def write_calibration(path: Path, calibration: Calibration) -> Path:
+    """The writer: JSON, replaced atomically (a reader never sees half a file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(asdict(calibration), indent=2, allow_nan=False))
+    tmp.replace(path)
+    return path
+
+
+def read_calibration(path: Path) -> Calibration:
+    """The reader; ConfigError naming the file when it is not a calibration or a threshold is not finite."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+        calibration = Calibration(**obj)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as err:
+        raise ConfigError(f"{path}: not a readable calibration file ({err}); run mmad calibrate again") from None
+    for name in ("image_threshold", "pixel_threshold"):
+        value = getattr(calibration, name)
+        if value is None and name == "pixel_threshold":
+            continue
+        if not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise ConfigError(f"{path}: {name} must be a finite number, got {value!r}")
+    return calibration
