@@ -122,6 +122,10 @@ META_KEYS = (
     "weights_sha256",  # hash of the safetensors weights
     "scan",  # "custom-op" or "portable"
     "precision",  # "fp32", "fp16" or "int8"
+    "pixel_threshold",  # float: map values above it are drawn as regions (pixel_threshold(), normal maps)
+    "threshold_rule",  # str: how "threshold" was set ("gumbel" for fit_threshold, "quantile" for older models)
+    "threshold_images",  # int: how many held-out normal images "threshold" came from
+    "category_thresholds",  # JSON {category: {"image": float, "pixel": float, "images": int}} (multi-category)
 )
 # What every exported graph carries; the rest may be absent (threshold_f1 exists only after `mmad
 # eval`, and a checkpoint without thresholds has no threshold).
@@ -315,6 +319,24 @@ def fit_threshold(normal_scores, false_alarm_rate: float = DEFAULT_FALSE_ALARM_R
     fit = ThresholdFit(float(max(fitted, scores.max())), false_alarm_rate, 0.0, int(scores.size), location, scale,
                        float(scores.max()))  # fmt: skip
     return ThresholdFit(**{**asdict(fit), "expected_false_alarm_rate": fit.exceedance(fit.threshold)})
+
+
+PIXEL_THRESHOLD_QUANTILE = 0.999
+
+
+def pixel_threshold(normal_maps, q: float = PIXEL_THRESHOLD_QUANTILE) -> float:
+    """The map value above which a pixel is drawn as part of a region: the ``q``-quantile of every pixel of
+    anomaly maps of known-good images (so about 1 - q of a good image's pixels exceed it). Regions are drawn
+    only on frames whose score is over the image threshold, so a good frame shows none.
+
+    normal_maps: float [M, H, W] (or any shape), finite. ValueError when empty or not finite.
+    """
+    values = np.asarray(normal_maps, dtype=np.float64).ravel()
+    if values.size == 0 or not np.all(np.isfinite(values)):
+        raise ValueError("normal maps: expected finite values, got none or NaN/inf")
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"q: expected 0 < q < 1, got {q}")
+    return float(np.quantile(values, q))
 
 
 # --- The calibration file ----------------------------------------------------------------------
