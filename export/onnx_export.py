@@ -43,10 +43,10 @@ from mmad.runtime.contract import (
     SCAN_OP_DOMAIN,
     SCAN_OP_DOMAIN_VERSION,
     THRESHOLD_F1,
-    THRESHOLD_NORMAL,
 )
 from mmad.training.checkpoint import CheckpointInfo, load_model
 from mmad.training.models import AnomalyModel
+from mmad.training.thresholds import deployment_thresholds
 
 BATCH_AXIS = "batch"
 
@@ -91,11 +91,23 @@ def export_metadata(info: CheckpointInfo, *, scan: str, precision: str) -> dict[
         "scan": scan,
         "precision": precision,
     }
-    # The deployment threshold is the normal-only rule's; the F1 one (test labels) is for reports.
-    for key, source in (("threshold", THRESHOLD_NORMAL), ("threshold_f1", THRESHOLD_F1)):
-        value = info.thresholds.get(source)
-        if isinstance(value, (int, float)):
-            meta[key] = repr(float(value))
+    # The deployment thresholds come from held-out normal images only (training/thresholds.py; older
+    # checkpoints: their "normal_quantile", rule "quantile"); the F1 one (test labels) is for reports.
+    deployment = deployment_thresholds(info.thresholds)
+    if deployment is not None:
+        meta["threshold"] = repr(deployment.image)
+        meta["threshold_rule"] = deployment.rule
+        if deployment.pixel is not None:
+            meta["pixel_threshold"] = repr(deployment.pixel)
+        if deployment.images is not None:
+            meta["threshold_images"] = str(deployment.images)
+        if deployment.categories:
+            meta["category_thresholds"] = json.dumps(
+                {name: {k: c[k] for k in ("image", "pixel", "images")} for name, c in deployment.categories.items()}
+            )
+    f1 = info.thresholds.get(THRESHOLD_F1)
+    if isinstance(f1, (int, float)):
+        meta["threshold_f1"] = repr(float(f1))
     return meta
 
 

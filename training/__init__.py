@@ -12,6 +12,7 @@
     train.py            training: set-up, epochs, finish (single process or torchrun DDP)
     resume.py           resuming a run: optimizer, schedule and RNG states
     checkpoint.py       checkpoints: safetensors weights + JSON (config, thresholds, history)
+    thresholds.py       the deployment thresholds: per-category rule from held-out normals, their reader
     evaluate.py         test-set inference, metrics per category, reports, the F1 threshold
     metrics.py          the seven metrics and mAD per category (ADer's protocol)
     metrics_pixel.py    the exact pixel curve: P-AUROC, P-AP, P-F1max

@@ -19,6 +19,14 @@ AUPRO_NAMES = ("sklearn", "adeval")  # metrics.AUPRO_VARIANTS; metrics imports s
 DEVICE_HELP = "cpu, cuda, cuda:1 … (default: cuda when available)"
 
 
+def parse_rate(text: str) -> float:
+    """A rate strictly between 0 and 1."""
+    rate = float(text)
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"expected a rate between 0 and 1, got {text}")
+    return rate
+
+
 @dataclass
 class TrainCommand:
     """What `mmad train` was asked for; each field is the option of that name. None: the preset's value."""
@@ -54,6 +62,13 @@ class TrainCommand:
     )
     max_minutes: float | None = option(
         None, metavar="MIN", help="stop after this many minutes; --resume continues (default: the preset's)"
+    )
+    target_false_alarm_rate: float | None = option(
+        None,
+        metavar="RATE",
+        parse=parse_rate,
+        help="false-alarm rate the deployment threshold is fitted for, per category, on held-out normal "
+        "images (the rule of mmad calibrate; default 0.001)",
     )
     resume: bool = option(False, help="continue the run in --out where it stopped")
     device: str = option("auto", help=DEVICE_HELP)
@@ -109,8 +124,9 @@ def run_config(command: TrainCommand):
 
     cfg = preset(command.preset)
     model_over = {k: getattr(command, k) for k in ("arch", "encoder") if getattr(command, k) is not None}
-    train_fields = ("epochs", "batch_size", "seed", "eval_every", "max_minutes")
-    train_over = {k: getattr(command, k) for k in train_fields if getattr(command, k) is not None}
+    train_fields = {k: k for k in ("epochs", "batch_size", "seed", "eval_every", "max_minutes")}
+    train_fields["target_false_alarm_rate"] = "threshold_false_alarm_rate"
+    train_over = {f: getattr(command, k) for k, f in train_fields.items() if getattr(command, k) is not None}
     return dataclasses.replace(
         cfg, model=dataclasses.replace(cfg.model, **model_over), train=dataclasses.replace(cfg.train, **train_over)
     )

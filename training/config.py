@@ -5,7 +5,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from mmad.runtime.contract import IMAGENET_MEAN, IMAGENET_STD
+from mmad.runtime.contract import (
+    DEFAULT_FALSE_ALARM_RATE,
+    DEFAULT_THRESHOLD_QUANTILE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MIN_NORMAL_SCORES,
+)
 
 ARCHS = ("mmad", "mambaad")
 
@@ -81,8 +87,18 @@ class TrainConfig:
     eval_every: int = 50  # epochs; 0 = only at the end
     cache_features: bool = False  # the encoder is frozen and there is no augmentation: compute F once
     num_workers: int = 0
-    threshold_holdout: float = 0.1  # fraction of train normals held out for the deployment threshold
-    threshold_quantile: float = 0.99
+    # The deployment threshold (training/thresholds.py) comes from normal training images held out of
+    # training, per category: max(threshold_holdout · n, threshold_min_images) of a category's n normals,
+    # but never more than half of them (the floor gives way; an explicit fraction above 0.5 is obeyed).
+    # Why 20: the threshold is contract.fit_threshold, the rule `mmad calibrate` uses, and it needs at least
+    # contract.MIN_NORMAL_SCORES (20) scores; 10 % alone gives 6 images for a category of 60 (MVTec's
+    # smallest), whose 99 % quantile is just their maximum, with no margin (issue 11). Half keeps most of a
+    # small category for training: below 40 normals the fit cannot be made and the category falls back to
+    # the threshold_quantile rule, with a warning.
+    threshold_holdout: float = 0.1
+    threshold_min_images: int = MIN_NORMAL_SCORES
+    threshold_false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE  # fit_threshold's target rate
+    threshold_quantile: float = DEFAULT_THRESHOLD_QUANTILE  # the fallback rule, for fewer than 20 held out
     max_minutes: float = 0.0  # stop (and save) after this wall time; 0 = no limit
 
     @property
@@ -101,11 +117,18 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
+        # A run saved before a field existed was made with the field's old behaviour, not today's default
+        # (so `--resume` of such a run is refused as a different configuration, not silently changed).
+        train = {**LEGACY_TRAIN_VALUES, **data.get("train", {})} if "train" in data else {}
         return cls(
             model=dataclass_from_dict(ModelConfig, data.get("model", {}), "model"),
-            train=dataclass_from_dict(TrainConfig, data.get("train", {}), "train"),
+            train=dataclass_from_dict(TrainConfig, train, "train"),
             preset=data.get("preset", "custom"),
         )
+
+
+# TrainConfig fields added after runs were saved without them: the value that reproduces those runs.
+LEGACY_TRAIN_VALUES = {"threshold_min_images": 0}
 
 
 def dataclass_from_dict(cls, data: dict, where: str):

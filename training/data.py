@@ -150,6 +150,11 @@ class TestDataset(_CachedImages):
         """The resized uint8 image [S, S, 3], for visualisation (read-only when cached)."""
         return self._decoded(self._check_index(i))[0]
 
+    def caption(self, i: int) -> str:
+        """The item's name for figures: category/type/file stem, e.g. "bottle/broken_large/003"."""
+        item = self.items[self._check_index(i)]
+        return f"{self.item_categories[self._check_index(i)]}/{item.defect}/{item.path.stem}"
+
     def raw_mask(self, i: int) -> np.ndarray:
         """The resized bool mask [S, S]."""
         return self._decoded(self._check_index(i))[1]
@@ -171,8 +176,11 @@ class TestDataset(_CachedImages):
 # ------------------------------------------------------------------------------------------------
 # Normal hold-out (for a threshold set from normal images only)
 # ------------------------------------------------------------------------------------------------
-def split_normal_holdout(train_items: Sequence[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:
-    """Deterministically hold out round(fraction * n) items (at least 1 when fraction > 0).
+def split_normal_holdout(
+    train_items: Sequence[T], fraction: float, seed: int, minimum: int = 0
+) -> tuple[list[T], list[T]]:
+    """Deterministically hold out max(round(fraction * n), min(minimum, n // 2)) items (at least 1 when
+    fraction > 0): a floor of `minimum` that never takes more than half the items (config.TrainConfig).
 
     Returns (kept, held_out), each in the input order. Raises ValueError when fraction is outside
     [0, 1) or nothing would be left to train on.
@@ -186,7 +194,7 @@ def split_normal_holdout(train_items: Sequence[T], fraction: float, seed: int) -
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
     n = len(train_items)
-    n_held = 0 if fraction == 0 else max(1, round(fraction * n))
+    n_held = 0 if fraction == 0 else max(1, round(fraction * n), min(minimum, n // 2))
     if n_held >= n and n_held > 0:
         raise DataError(
             f"cannot hold out {n_held} of {n} training images and still train; "
@@ -199,9 +207,10 @@ def split_normal_holdout(train_items: Sequence[T], fraction: float, seed: int) -
 
 
 def split_categories_holdout(
-    categories: Sequence[Category], fraction: float, seed: int
+    categories: Sequence[Category], fraction: float, seed: int, minimum: int = 0
 ) -> tuple[list[Category], list[Category]]:
-    """Per-category normal hold-out, so every category contributes to the threshold.
+    """Per-category normal hold-out (split_normal_holdout, with its floor `minimum`), so every category
+    has its own threshold.
 
     Returns (training categories, hold-out categories). A hold-out category has the held-out
     normals as its `train` list (use it with TrainDataset) and no test items. Each category's
@@ -210,7 +219,7 @@ def split_categories_holdout(
     kept, held = [], []
     for category in categories:
         category_seed = [seed, zlib.crc32(category.name.encode())]  # stable across processes
-        keep, hold = split_normal_holdout(category.train, fraction, category_seed)
+        keep, hold = split_normal_holdout(category.train, fraction, category_seed, minimum)
         kept.append(replace(category, train=keep))
         held.append(replace(category, train=hold, test=[]))
     return kept, held

@@ -18,6 +18,7 @@ from .data import ImageTransform, TestDataset, find_categories
 from .metrics import compute_metrics, f1_optimal_threshold, mean_metrics
 from .models import AnomalyModel
 from .report import save_overlay_grid, save_score_histogram, write_metrics
+from .thresholds import threshold_lines
 
 GRID_ITEMS = 16
 
@@ -128,8 +129,11 @@ def evaluate_checkpoint(
     for cat, p in preds.items():
         idx = grid_indices(p, GRID_ITEMS)
         images = np.stack([dataset.raw_image(int(p.indices[i])) for i in idx])
-        save_overlay_grid(out_dir / f"grid_{cat}.png", images, p.maps[idx], p.masks[idx], p.scores[idx], p.labels[idx])
-    shown = {k: v for k, v in thresholds.items() if isinstance(v, float)}
+        titles = [dataset.caption(int(p.indices[i])) for i in idx]
+        save_overlay_grid(
+            out_dir / f"grid_{cat}.png", images, p.maps[idx], p.masks[idx], p.scores[idx], p.labels[idx], titles
+        )
+    shown = threshold_lines(thresholds)
     save_score_histogram(out_dir / "scores.png", all_scores, all_labels, shown)
 
     if update_checkpoint:

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmad.runtime.contract import THRESHOLD_NORMAL
-
 from .checkpoint import load_model
+from .thresholds import deployment_thresholds
 
 
 class TorchBackend:
@@ -42,7 +41,8 @@ class TorchBackend:
         self.model, self.checkpoint_info = load_model(checkpoint, self.device)
         cfg = self.model.cfg
         self.image_size: int = cfg.image_size
-        self.threshold: float | None = _deployment_threshold(self.checkpoint_info.thresholds)
+        deployment = deployment_thresholds(self.checkpoint_info.thresholds)  # what an export writes as "threshold"
+        self.threshold: float | None = deployment.image if deployment is not None else None
         self.metadata: dict[str, str] = {
             "scan": "pytorch",
             "precision": "fp32",
@@ -76,9 +76,3 @@ class TorchBackend:
         self.model = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-
-def _deployment_threshold(thresholds: dict) -> float | None:
-    """The threshold an export writes into its metadata: the normal-only rule's."""
-    value = thresholds.get(THRESHOLD_NORMAL)
-    return float(value) if isinstance(value, (int, float)) else None

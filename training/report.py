@@ -130,13 +130,20 @@ def _jsonable_meta(meta: Mapping) -> dict:
 def save_overlay_grid(
     path, images, maps, masks, scores, labels, titles: Sequence[str] | None = None, max_items: int = 24
 ) -> Path:
-    """A PNG grid: each test image with its anomaly map as a heat overlay and the GT contour.
+    """A PNG grid: each test image with its anomaly map as a heat overlay and the GT contour
+    (overlay_grid_figure, saved to ``path``)."""
+    return _save(overlay_grid_figure(images, maps, masks, scores, labels, titles, max_items), path)
+
+
+def overlay_grid_figure(images, maps, masks, scores, labels, titles: Sequence[str] | None = None, max_items: int = 24):
+    """The overlay grid as a matplotlib Figure: one tile per shown image, captioned with its title.
 
     images [N,H,W,3] uint8, maps [N,H,W] float, masks [N,H,W] bool, scores [N], labels [N] {0,1},
-    titles: N strings (e.g. file names). All maps share one colour scale (min-max over the shown
-    maps), so colours compare across tiles. With more than ``max_items`` images, an even spread of
-    normal and of defective ones is shown (half each when both have enough), chosen without
-    randomness so reruns show the same images.
+    titles: N strings (file names: `mmad eval` passes category/type/stem; without titles a tile says
+    its index). All maps share one colour scale (min-max over the shown maps), so colours compare
+    across tiles. With more than ``max_items`` images, an even spread of normal and of defective
+    ones is shown (half each when both have enough), chosen without randomness so reruns show the
+    same images.
     """
     images, maps, masks, scores, labels = _check_figure_inputs(images, maps, masks, scores, labels)
     if titles is not None and len(titles) != len(images):
@@ -159,14 +166,20 @@ def save_overlay_grid(
         axes.set_title(f"{name}score {scores[index]:.4g} | {state}", fontsize=7)
         axes.set_axis_off()
     figure.tight_layout()
-    return _save(figure, path)
+    return figure
 
 
 def save_score_histogram(path, scores, labels, thresholds: Mapping[str, float] | None = None, bins: int = 40) -> Path:
-    """A PNG histogram of image scores, normal vs. defective, with one vertical line per threshold.
+    """A PNG histogram of image scores (score_histogram_figure, saved to ``path``)."""
+    return _save(score_histogram_figure(scores, labels, thresholds, bins), path)
 
-    scores [N] float, labels [N] {0,1}; thresholds: {name: score}, e.g.
-    {"normal q0.99": 0.41, "F1-optimal": 0.37}.
+
+def score_histogram_figure(scores, labels, thresholds: Mapping[str, float] | None = None, bins: int = 40):
+    """A histogram of image scores, normal vs. defective, with one labelled vertical line per threshold.
+
+    scores [N] float, labels [N] {0,1}; thresholds: {label: image-score threshold}, only thresholds
+    on image scores (thresholds.threshold_lines picks them from a checkpoint), e.g.
+    {"deployment (gumbel, 40 normal images)": 0.41, "F1-optimal (test labels)": 0.37}.
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
@@ -194,7 +207,7 @@ def save_score_histogram(path, scores, labels, thresholds: Mapping[str, float] |
     axes.set_ylabel("images")
     axes.legend(fontsize=8)
     figure.tight_layout()
-    return _save(figure, path)
+    return figure
 
 
 def pick_mixed_indices(labels: np.ndarray, max_items: int) -> np.ndarray:

@@ -25,13 +25,12 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from mmad.runtime.contract import THRESHOLD_NORMAL, THRESHOLD_NORMAL_COUNT, THRESHOLD_NORMAL_Q, deployment_threshold
-
 from .checkpoint import CheckpointInfo, save_checkpoint
 from .config import RunConfig
 from .data import Category, ImageTransform, TrainDataset, find_categories, split_categories_holdout
 from .models import AnomalyModel, build_model, count_parameters
 from .resume import load_saved_weights, restore, resume_state
+from .thresholds import DEPLOYMENT, category_thresholds, combine_categories, deployment_thresholds, describe
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,8 +190,8 @@ def set_up(
     rank, world = distributed_context()
     tc = cfg.train
     categories = find_categories(data_roots)
-    train_cats, holdout = split_categories_holdout(categories, tc.threshold_holdout, tc.seed)
-    transform = ImageTransform(image_size=cfg.model.image_size, mean=cfg.model.mean, std=cfg.model.std)
+    train_cats, holdout = split_categories_holdout(categories, tc.threshold_holdout, tc.seed, tc.threshold_min_images)
+    transform = ImageTransform.from_model_config(cfg.model)
     train_set = TrainDataset(train_cats, transform, cache=True)
 
     seed_everything(tc.seed + rank)
@@ -331,10 +330,10 @@ def finish(run: TrainingRun) -> None:
     if run.main:
         # Capture the RNG states before the threshold pass: its DataLoader draws from the global RNG.
         state = resume_state(run.optimizer, run.scheduler, run.generator)
-        run.info.thresholds.update(holdout_threshold(run.model, run.holdout, run.transform, run.cfg.train, run.device))
+        run.info.thresholds.update(holdout_thresholds(run))
         save_checkpoint(run.out_dir, run.model, run.info, state)
         minutes = (time.time() - run.started) / 60
-        run.log(f"saved {run.out_dir} ({minutes:.1f} min); thresholds {run.info.thresholds}")
+        run.log(f"saved {run.out_dir} ({minutes:.1f} min); {describe(deployment_thresholds(run.info.thresholds))}")
     if run.world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -353,24 +352,28 @@ def check_replicas_agree(model: AnomalyModel) -> None:
 # Scores during and after training
 # ----------------------------------------------------------------------------------------------
 @torch.no_grad()
-def predict_scores(model: AnomalyModel, dataset, device, batch_size: int = 8) -> np.ndarray:
+def predict_normals(model: AnomalyModel, dataset, device, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Scores [N] and anomaly maps float32 [N, H, W] of a dataset of normal images."""
     model.eval()
-    scores = [model(b["image"].to(device)).score.cpu() for b in DataLoader(dataset, batch_size=batch_size)]
+    scores, maps = [], []
+    for batch in DataLoader(dataset, batch_size=batch_size):
+        out = model(batch["image"].to(device))
+        scores.append(out.score.cpu())
+        maps.append(out.anomaly_map[:, 0].float().cpu())
     model.train()
-    return torch.cat(scores).numpy() if scores else np.zeros(0, dtype=np.float32)
+    return torch.cat(scores).numpy(), torch.cat(maps).numpy()
 
 
-def holdout_threshold(model, holdout: list, transform, tc, device) -> dict:
-    """Deployment threshold from held-out normal training images only (no defect labels needed)."""
-    holdout = [c for c in holdout if c.train]
-    if not holdout:
-        return {}
-    scores = predict_scores(model, TrainDataset(holdout, transform), device)
-    return {
-        THRESHOLD_NORMAL: float(deployment_threshold(scores, tc.threshold_quantile)),
-        THRESHOLD_NORMAL_Q: tc.threshold_quantile,
-        THRESHOLD_NORMAL_COUNT: int(len(scores)),
-    }
+def holdout_thresholds(run: TrainingRun) -> dict:
+    """The checkpoint's deployment thresholds, one per category from its own held-out normal training images
+    (no defect labels needed), and the global ones (thresholds.py); {} when nothing was held out."""
+    tc, per_category = run.cfg.train, {}
+    for category in (c for c in run.holdout if c.train):
+        scores, maps = predict_normals(run.model, TrainDataset([category], run.transform), run.device)
+        per_category[category.name] = category_thresholds(
+            category.name, scores, maps, tc.threshold_false_alarm_rate, tc.threshold_quantile, run.log
+        )
+    return {DEPLOYMENT: combine_categories(per_category, tc.threshold_false_alarm_rate)} if per_category else {}
 
 
 def periodic_eval(model, categories, transform, device) -> dict:

@@ -18,7 +18,7 @@ import torch
 from conftest import TINY_THRESHOLDS
 from onnx import TensorProto
 
-from mmad.export.onnx_export import ImageInputModel, build_onnx, export_graph
+from mmad.export.onnx_export import ImageInputModel, build_onnx, export_graph, export_metadata
 from mmad.export.onnx_graph import (
     ExportError,
     is_qdq,
@@ -27,6 +27,7 @@ from mmad.export.onnx_graph import (
     require_metadata,
     save_onnx,
     scan_nodes,
+    write_metadata,
 )
 from mmad.export.portable import make_portable, single_scan_model
 from mmad.plugins.selective_scan import selective_scan_ref
@@ -144,6 +145,9 @@ def test_metadata_round_trip(graphs, tiny_checkpoint):
     }
     assert float(stripped["threshold"]) == TINY_THRESHOLDS[contract.THRESHOLD_NORMAL]
     assert float(stripped["threshold_f1"]) == TINY_THRESHOLDS[contract.THRESHOLD_F1]
+    # An older checkpoint (only "normal_quantile") still exports its threshold, named for its rule.
+    assert stripped["threshold_rule"] == "quantile"
+    assert not {"pixel_threshold", "threshold_images", "category_thresholds"} & set(stripped)
     assert stripped["weights_sha256"] == weights_hash
     assert stripped["model_version"] == info_json["package_version"]
     assert json.loads(stripped["mean"]) == info_json["mean"] and json.loads(stripped["std"]) == info_json["std"]
@@ -167,6 +171,37 @@ def test_metadata_round_trip(graphs, tiny_checkpoint):
         TINY_THRESHOLDS[contract.THRESHOLD_NORMAL],
         "custom-op",
     )
+
+
+def test_metadata_round_trip_of_per_category_thresholds(graphs, tiny_checkpoint, tmp_path):
+    """A checkpoint with training's per-category deployment thresholds: every key reaches the model's metadata."""
+    from mmad.runtime.model_info import model_info_from_metadata
+    from mmad.training.thresholds import DEPLOYMENT, combine_categories
+
+    per_category = {
+        "object": {"image": 0.31, "pixel": 0.22, "images": 20, "rule": "gumbel", "expected_false_alarm_rate": 1e-3},
+        "texture": {"image": 0.45, "pixel": 0.29, "images": 24, "rule": "gumbel", "expected_false_alarm_rate": 1e-3},
+    }
+    _, info = load_model(tiny_checkpoint)
+    info.thresholds = {DEPLOYMENT: combine_categories(per_category, 1e-3), contract.THRESHOLD_F1: 0.4}
+    graph = load_onnx(graphs["custom"])
+    write_metadata(graph, export_metadata(info, scan="custom-op", precision="fp32"))
+    path = save_onnx(graph, tmp_path / "categories.onnx")
+    meta = inference_session(path).get_modelmeta().custom_metadata_map
+    stripped = contract.read_metadata(meta)
+    assert (float(stripped["threshold"]), float(stripped["pixel_threshold"])) == (0.45, 0.29)  # the maxima
+    assert (stripped["threshold_rule"], int(stripped["threshold_images"])) == ("gumbel", 44)
+    assert float(stripped["threshold_f1"]) == 0.4
+    assert json.loads(stripped["category_thresholds"]) == {
+        name: {"image": c["image"], "pixel": c["pixel"], "images": c["images"]} for name, c in per_category.items()
+    }
+    info = model_info_from_metadata(
+        meta,
+        source="categories.onnx",
+        input_names=[contract.INPUT_NAME],
+        output_names=[contract.OUTPUT_MAP, contract.OUTPUT_SCORE],
+    )
+    assert info.threshold == 0.45
 
 
 # --- numbers: graphs against PyTorch -----------------------------------------------------------------------

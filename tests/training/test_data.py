@@ -139,6 +139,28 @@ def test_split_normal_holdout_edges():
             split_normal_holdout(["a", "b"], fraction, 0)
 
 
+def test_split_normal_holdout_floor_never_takes_more_than_half():
+    """Training's rule (TrainConfig): max(10 % of n, the floor of 20), but the floor never takes more than half."""
+    held = {
+        n: len(split_normal_holdout(list(range(n)), 0.1, 0, minimum=20)[1]) for n in (2, 3, 6, 39, 40, 60, 209, 391)
+    }
+    assert held == {2: 1, 3: 1, 6: 3, 39: 19, 40: 20, 60: 20, 209: 21, 391: 39}
+    # The floor only adds images: the items held out without it are among those held out with it.
+    assert set(split_normal_holdout(list(range(60)), 0.1, 7)[1]) < set(
+        split_normal_holdout(list(range(60)), 0.1, 7, 20)[1]
+    )
+    assert split_normal_holdout(list(range(60)), 0.0, 0, minimum=20)[1] == []  # no hold-out asked for: none
+    assert len(split_normal_holdout(list(range(10)), 0.6, 0, minimum=20)[1]) == 6  # a fraction above half is obeyed
+    with pytest.raises(DataError, match="at least 2"):
+        split_normal_holdout(["a"], 0.1, 0, minimum=20)
+
+
+def test_split_categories_holdout_with_a_floor(synthetic):
+    categories = find_categories(synthetic)  # 4 normals per category
+    _, held = split_categories_holdout(categories, 0.1, seed=1, minimum=20)
+    assert [len(h.train) for h in held] == [2, 2]
+
+
 def test_split_categories_holdout(synthetic):
     categories = find_categories(synthetic)
     kept, held = split_categories_holdout(categories, 0.25, seed=1)

@@ -96,7 +96,7 @@ def test_deployment_threshold_rule():
     assert deployment_threshold(normal_scores, q=1.0) == normal_scores.max()
     with pytest.raises(ValueError, match="q: expected"):
         deployment_threshold(normal_scores, q=0.0)
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(ValueError, match="at least 1 score"):
         deployment_threshold([])
 
 

@@ -134,3 +134,21 @@ def test_score_histogram_png(tmp_path):
         assert png.size == (700, 400)
         # Not a blank canvas: bars and lines draw in several colours.
         assert len(png.convert("RGB").getcolors(maxcolors=1 << 16)) > 10
+
+
+def test_score_histogram_draws_one_labelled_line_per_threshold_given():
+    labels = np.array([0] * 30 + [1] * 10)
+    scores = np.random.default_rng(2).normal(labels * 2.0, 1.0)
+    lines = {"deployment (gumbel, 40 normal images)": 2.5, "F1-optimal (test labels)": 1.0}
+    (axes,) = R.score_histogram_figure(scores, labels, lines).axes
+    drawn = {line.get_label(): line.get_xdata()[0] for line in axes.get_lines()}
+    assert drawn == {f"{name} = {value:.4g}": value for name, value in lines.items()}
+
+
+def test_overlay_grid_captions_are_the_titles_given():
+    images, maps, masks, scores, labels = synthetic_images(4)
+    titles = [f"object/{'scratch' if label else 'good'}/{i:03d}" for i, label in enumerate(labels)]
+    figure = R.overlay_grid_figure(images, maps, masks, scores, labels, titles)
+    captions = [axes.get_title() for axes in figure.axes]
+    assert [c.split("\n")[0] for c in captions] == titles
+    assert captions[0].endswith("| defect") and captions[1].endswith("| good")

@@ -1,7 +1,8 @@
-"""Training, resuming, evaluation and checkpoints end to end on generated data (tiny preset), and the
-`mmad train` / `mmad eval` options (training/cli.py)."""
+"""Training, resuming, evaluation and checkpoints end to end on generated data (tiny preset), the deployment
+thresholds a run writes per category, and the `mmad train` / `mmad eval` options (training/cli.py)."""
 
 import argparse
+import inspect
 import json
 import os
 import shutil
@@ -16,9 +17,13 @@ from safetensors.torch import load_file
 
 from mmad.runtime.cli import build_parser
 from mmad.runtime.cli import main as mmad
-from mmad.runtime.contract import THRESHOLD_F1, THRESHOLD_NORMAL, THRESHOLD_NORMAL_COUNT
+from mmad.runtime.contract import THRESHOLD_F1, deployment_threshold, fit_threshold, pixel_threshold
+from mmad.samples.make_dataset import make_dataset
+from mmad.training import evaluate
 from mmad.training.checkpoint import META_FILE, WEIGHTS_FILE, CheckpointError, load_model, read_info
-from mmad.training.train import param_groups
+from mmad.training.data import ImageTransform, TrainDataset, find_categories, split_categories_holdout
+from mmad.training.thresholds import DEPLOYMENT, threshold_lines
+from mmad.training.train import param_groups, predict_normals
 
 TINY = ["--preset", "tiny", "--random-encoder", "--batch-size", "2"]
 
@@ -40,7 +45,8 @@ def test_train_writes_a_self_contained_checkpoint(trained):
     info = read_info(trained)
     assert info.categories == ["object", "texture"]
     assert info.progress["finished"] and info.progress["epoch"] == 2
-    assert info.thresholds[THRESHOLD_NORMAL_COUNT] == 2  # one held-out normal per category
+    # 3 held-out normals per category: the floor of 20 gives way at half of the 6 (it was 1: 10 % of 6).
+    assert info.thresholds[DEPLOYMENT]["images"] == 6
     model, _ = load_model(trained)
     # The checkpoint carries the encoder: its weights load without any encoder weight file.
     saved = load_file(str(trained / WEIGHTS_FILE))
@@ -66,7 +72,7 @@ def test_eval_writes_metrics_reports_and_threshold(trained, data, tmp_path):
     for name in ("metrics.md", "metrics.csv", "grid_object.png", "grid_texture.png", "scores.png"):
         assert (out / name).stat().st_size > 0
     thresholds = read_info(trained).thresholds
-    assert THRESHOLD_F1 in thresholds and THRESHOLD_NORMAL in thresholds
+    assert THRESHOLD_F1 in thresholds and DEPLOYMENT in thresholds
 
 
 def test_resume_continues_the_same_schedule(data, trained, tmp_path):
@@ -74,7 +80,8 @@ def test_resume_continues_the_same_schedule(data, trained, tmp_path):
     out = tmp_path / "resumed"
     args = ["train", "--data", str(data), "--out", str(out), "--epochs", "2", *TINY]
     assert mmad([*args, "--max-minutes", "1e-9"]) == 0  # stops after the first epoch
-    assert read_info(out).progress == {"epoch": 1, "iteration": 5, "total_iterations": 10, "finished": False}
+    # 6 training images (3 per category after the hold-out) in batches of 2: 3 iterations per epoch.
+    assert read_info(out).progress == {"epoch": 1, "iteration": 3, "total_iterations": 6, "finished": False}
     assert mmad([*args, "--resume"]) == 0
     a, b = load_file(str(trained / WEIGHTS_FILE)), load_file(str(out / WEIGHTS_FILE))
     assert a.keys() == b.keys()
@@ -97,6 +104,92 @@ def test_weight_decay_groups_follow_ader(trained):
     decayed = {names[id(p)].rsplit(".", 1)[-1] for p in decay["params"]}
     assert {"A_logs", "dt_projs_bias", "x_proj_weight"} <= decayed  # 2-D, so decayed as in ADer
     assert not any(n.startswith("encoder.") for n in map(names.get, map(id, decay["params"] + no_decay["params"])))
+
+
+# --- deployment thresholds per category ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def many(tmp_path_factory) -> Path:
+    """object and texture with 42 normals each: 20 held out per category, enough for the Gumbel fit."""
+    root = tmp_path_factory.mktemp("many")
+    return make_dataset(root, ["object", "texture"], n_train=42, n_test_good=1, n_test_defect_per_type=0, seed=5)
+
+
+@pytest.fixture(scope="module")
+def trained_many(many, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "many"
+    args = ["train", "--data", str(many), "--out", str(out), "--epochs", "1", *TINY, "--batch-size", "4"]
+    assert mmad([*args, "--target-false-alarm-rate", "0.01"]) == 0
+    return out
+
+
+def held_out_predictions(run: Path, root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each category's held-out normals (the split is deterministic) scored again by the saved model."""
+    model, info = load_model(run)
+    tc = info.config.train
+    categories = find_categories([str(root)])
+    _, holdout = split_categories_holdout(categories, tc.threshold_holdout, tc.seed, tc.threshold_min_images)
+    transform = ImageTransform.from_model_config(info.config.model)
+    return {c.name: predict_normals(model, TrainDataset([c], transform), "cpu") for c in holdout}
+
+
+@pytest.mark.parametrize(
+    "run, root, rule, held_out",
+    [("trained_many", "many", "gumbel", 20), ("trained", "data", "quantile", 3)],
+    ids=["gumbel-42-normals", "quantile-fallback-6-normals"],
+)
+def test_each_category_threshold_comes_from_its_own_held_out_images(run, root, rule, held_out, request):
+    run, root = request.getfixturevalue(run), request.getfixturevalue(root)
+    info = read_info(run)
+    deployment, tc = info.thresholds[DEPLOYMENT], info.config.train
+    assert tc.threshold_false_alarm_rate == deployment["false_alarm_rate"] == (0.01 if rule == "gumbel" else 0.001)
+    per_category = deployment["categories"]
+    assert set(per_category) == {"object", "texture"}
+    for name, (scores, maps) in held_out_predictions(run, root).items():
+        entry = per_category[name]
+        assert (entry["rule"], entry["images"], len(scores)) == (rule, held_out, held_out)
+        if rule == "gumbel":
+            expected = fit_threshold(scores, tc.threshold_false_alarm_rate).threshold
+        else:
+            expected = deployment_threshold(scores, tc.threshold_quantile)
+        assert entry["image"] == pytest.approx(expected, rel=1e-5)
+        assert entry["pixel"] == pytest.approx(pixel_threshold(maps), rel=1e-5)
+    # Two categories, two score levels, two thresholds; the global ones are the highest of each kind.
+    assert per_category["object"]["image"] != per_category["texture"]["image"]
+    assert deployment["image"] == max(c["image"] for c in per_category.values())
+    assert deployment["pixel"] == max(c["pixel"] for c in per_category.values())
+    assert (deployment["rule"], deployment["images"]) == (rule, 2 * held_out)
+
+
+def test_eval_figures_name_the_files_and_draw_only_image_thresholds(trained, data, tmp_path, monkeypatch):
+    """Issue 11: grid captions said "#n", and scores.png drew normal_quantile_q = 0.99 as a threshold."""
+    drawn: dict[str, list] = {"grid": [], "histogram": []}
+
+    def recording(kind: str, draw, argument: str):
+        def record(*args, **kwargs):
+            drawn[kind].append(inspect.signature(draw).bind(*args, **kwargs).arguments[argument])
+            return draw(*args, **kwargs)
+
+        return record
+
+    monkeypatch.setattr(evaluate, "save_overlay_grid", recording("grid", evaluate.save_overlay_grid, "titles"))
+    hist = recording("histogram", evaluate.save_score_histogram, "thresholds")
+    monkeypatch.setattr(evaluate, "save_score_histogram", hist)
+    result = evaluate.evaluate_checkpoint(trained, [str(data)], tmp_path, update_checkpoint=False, log=lambda _: None)
+    titles = [title for grid in drawn["grid"] for title in grid]
+    assert len(titles) == 2 * 5  # every test image of both categories
+    for title in titles:
+        category, kind, stem = title.split("/")
+        assert (data / category / "test" / kind / f"{stem}.png").is_file(), title
+    (lines,) = drawn["histogram"]
+    assert lines == threshold_lines(result["thresholds"])
+    assert [name.split(" (")[0] for name in lines] == ["deployment", "F1-optimal"]
+    assert lines["deployment (quantile, 6 normal images)"] == read_info(trained).thresholds[DEPLOYMENT]["image"]
+
+
+def test_target_false_alarm_rate_must_be_a_rate(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--data", "d", "--out", "o", "--target-false-alarm-rate", "1.5"])
+    assert "between 0 and 1" in capsys.readouterr().err
 
 
 # --- bad checkpoints ---------------------------------------------------------------------------
@@ -183,8 +276,8 @@ def test_torchrun_ddp_with_gloo_two_processes(data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "batch 2×2" in proc.stdout
     info = read_info(out)
-    # 12 images (6 per category, minus 1 held out each = 10) over 2 processes of batch 2: 2 iterations.
-    assert info.progress["iteration"] == 2
+    # 12 images (6 per category, minus 3 held out each = 6) over 2 processes of batch 2: 1 iteration.
+    assert info.progress["iteration"] == 1
     load_model(out)
 
 
