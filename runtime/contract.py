@@ -241,8 +241,9 @@ def read_sidecar(engine: Path) -> EngineSidecar:
 
 
 # --- Thresholds --------------------------------------------------------------------------------
-# The keys of a checkpoint's "thresholds": the deployment default (normal images only) and the
-# F1-optimal one (test labels, reporting only). Export writes the first as META "threshold".
+# The keys of a checkpoint's "thresholds" in checkpoints written before the calibrated rule (still read:
+# their deployment threshold is the 99 % quantile, rule "quantile"), and the F1-optimal one (test labels,
+# reporting only). Newer checkpoints keep theirs as training.thresholds lays out; export writes META "threshold".
 THRESHOLD_NORMAL = "normal_quantile"
 THRESHOLD_NORMAL_Q = "normal_quantile_q"
 THRESHOLD_NORMAL_COUNT = "normal_holdout_images"
