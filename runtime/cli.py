@@ -13,7 +13,13 @@ import importlib
 import sys
 
 # Modules that add subcommands, in the order they appear in `mmad --help`.
-CLI_MODULES = ["mmad.training.cli", "mmad.export.cli", "mmad.runtime.stream.command", "mmad.runtime.bench.command"]
+CLI_MODULES = [
+    "mmad.training.cli",
+    "mmad.export.cli",
+    "mmad.runtime.calibrate.command",
+    "mmad.runtime.stream.command",
+    "mmad.runtime.bench.command",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

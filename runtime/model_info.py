@@ -4,11 +4,20 @@ The exporter writes the contract's META_KEYS (mmad.runtime.contract: "mmad."-pre
 into the ONNX metadata_props, and the same dictionary into a TensorRT engine's JSON sidecar; the
 contract's one reader (read_metadata / read_sidecar) takes them back. Everything here is read from
 there, so a new export with another image size or threshold drops in unchanged.
+
+The thresholds a loaded model runs with come from one of, first found:
+    an on-site calibration file    (`mmad calibrate`: contract.Calibration, beside the model)
+    the metadata of one category   ("category_thresholds", picked with a category name)
+    the model's metadata           ("threshold", "pixel_threshold")
+with_thresholds() makes that choice (load_backend calls it); `threshold_source` says which it was.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Mapping, Sequence
 
 from mmad.runtime.contract import (
@@ -18,6 +27,10 @@ from mmad.runtime.contract import (
     META_PREFIX,
     OUTPUT_MAP,
     OUTPUT_SCORE,
+    Calibration,
+    calibration_path,
+    file_sha256,
+    read_calibration,
     read_metadata,
 )
 
@@ -26,7 +39,7 @@ from .errors import ConfigError
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """The model's input spec and deployment threshold.
+    """The model's input spec and deployment thresholds.
 
     The input is `input_name`, uint8 NHWC [B, height, width, 3] RGB; the outputs are
     `map_name` [B, 1, height, width] float32 and `score_name` [B] float32.
@@ -35,11 +48,14 @@ class ModelInfo:
     source: str  # the file it came from, for messages
     height: int
     width: int
-    threshold: float | None  # None when the metadata has none: the user must give one
+    threshold: float | None  # image threshold; None when nothing gives one: the user must
     input_name: str = INPUT_NAME
     map_name: str = OUTPUT_MAP
     score_name: str | None = OUTPUT_SCORE  # None: the score is computed from the map
     metadata: Mapping[str, str] = field(default_factory=dict)  # the "mmad.*" keys, prefix removed
+    pixel_threshold: float | None = None  # map values above it are regions; None: use the image threshold
+    threshold_source: str = "model metadata"  # where the thresholds came from, for logs and stats
+    categories: tuple[str, ...] = ()  # the categories the metadata has thresholds for ("category_thresholds")
 
     @property
     def scan(self) -> str:
@@ -48,12 +64,64 @@ class ModelInfo:
 
 
 def _parse_float(value: str | None, key: str, source: str) -> float | None:
+    """A metadata number; None when absent. ConfigError when it is not a finite number (a threshold of NaN
+    would pass or flag every frame without a word)."""
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise ConfigError(f"{source}: metadata {META_PREFIX}{key}={value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{source}: metadata {META_PREFIX}{key}={value!r} is not a finite number")
+    return number
+
+
+@dataclass(frozen=True)
+class CategoryThresholds:
+    """One category's entry of the metadata's "category_thresholds"."""
+
+    image: float
+    pixel: float | None  # None: the image threshold
+    images: int | None  # held-out normal images it came from
+
+
+def _finite(value: object, where: str, source: str, optional: bool = False) -> float | None:
+    """A number in "category_thresholds"; ConfigError naming the entry unless finite (or None when optional)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        key = f"{META_PREFIX}category_thresholds"
+        raise ConfigError(f"{source}: metadata {key}: {where} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def category_thresholds(meta: Mapping[str, str], source: str) -> dict[str, CategoryThresholds]:
+    """The metadata's per-category thresholds ({} when it has none); ConfigError when they are malformed.
+
+    "category_thresholds" is JSON {category: {"image": float, "pixel": float, "images": int}} (contract.META_KEYS).
+    """
+    text = meta.get("category_thresholds")
+    if not text:
+        return {}
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{source}: metadata {META_PREFIX}category_thresholds is not JSON ({err})") from None
+    if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
+        expected = "{category: {image, pixel, images}}"
+        raise ConfigError(
+            f"{source}: metadata {META_PREFIX}category_thresholds: expected {expected}, got {text[:80]!r}"
+        )
+    found = {}
+    for name, entry in entries.items():
+        images = entry.get("images")
+        found[str(name)] = CategoryThresholds(
+            image=_finite(entry.get("image"), f"{name}.image", source),
+            pixel=_finite(entry.get("pixel"), f"{name}.pixel", source, optional=True),
+            images=int(images) if isinstance(images, (int, float)) and not isinstance(images, bool) else None,
+        )
+    return found
 
 
 def _size_from_shape(shape: Sequence[object] | None) -> tuple[int, int] | None:
@@ -130,11 +198,89 @@ def model_info_from_keys(
         if key in meta and meta[key] != expected:
             raise ConfigError(f"{source}: metadata {META_PREFIX}{key}={meta[key]!r}, the runtime expects {expected!r}")
     height, width = _image_size(meta, input_shape, source)
+    threshold = _parse_float(meta.get("threshold"), "threshold", source)
     return ModelInfo(
         source=source,
         height=height,
         width=width,
-        threshold=_parse_float(meta.get("threshold"), "threshold", source),
+        threshold=threshold,
         score_name=OUTPUT_SCORE if OUTPUT_SCORE in output_names else None,
         metadata=dict(meta),
+        pixel_threshold=_parse_float(meta.get("pixel_threshold"), "pixel_threshold", source),
+        threshold_source="model metadata" if threshold is not None else "none (no threshold in the model's metadata)",
+        categories=tuple(category_thresholds(meta, source)),
+    )
+
+
+# --- The thresholds a loaded model runs with ---------------------------------------------------
+def with_thresholds(
+    info: ModelInfo, model: Path, calibration: str | Path | bool | None = None, category: str | None = None
+) -> ModelInfo:
+    """`info` with the thresholds to run with: a calibration file's, else one category's, else the metadata's.
+
+    calibration: None looks for the calibration file beside `model` (contract.calibration_path: with a
+        category, `model.<category>.calibration.json` first, then `model.calibration.json`); a path must
+        exist; False ignores calibration files (the metadata only: what `mmad calibrate` itself starts from);
+        True is None.
+    category: a category's thresholds: a calibration file's for it, else the metadata's "category_thresholds".
+    ConfigError: a missing or unreadable calibration file, one made for another model file (its sha256
+    differs: a stale calibration fails closed) or another category, or an unknown category (the known
+    ones named).
+    """
+    model = Path(model)
+    chosen = _calibration_file(model, calibration, category)
+    if chosen is not None:
+        return _from_calibration(info, model, chosen, category)
+    if category is None:
+        return info
+    entries = category_thresholds(info.metadata, info.source)
+    if category not in entries:
+        known = ", ".join(entries) if entries else "none: the model has one threshold for every category"
+        raise ConfigError(
+            f"--category {category}: {model.name} has no thresholds for it (categories in its metadata: {known}; "
+            f"calibrated: none found as {calibration_path(model, category).name}); calibrate it with "
+            f"mmad calibrate --model {model} --category {category} --source ..."
+        )
+    entry = entries[category]
+    return replace(
+        info,
+        threshold=entry.image,
+        pixel_threshold=entry.pixel,
+        threshold_source=f"model metadata, category {category}",
+    )
+
+
+def _calibration_file(model: Path, calibration: str | Path | bool | None, category: str | None) -> Path | None:
+    """The calibration file to use, or None (the metadata's thresholds)."""
+    if calibration is False:
+        return None
+    if calibration is not None and calibration is not True:
+        path = Path(calibration)
+        if not path.is_file():
+            raise ConfigError(f"--calibration {path}: no such file")
+        return path
+    for path in ([calibration_path(model, category)] if category else []) + [calibration_path(model)]:
+        if path.is_file():
+            if category and path == calibration_path(model) and read_calibration(path).category != category:
+                continue  # the model's default calibration is for another (or no) category
+            return path
+    return None
+
+
+def _from_calibration(info: ModelInfo, model: Path, path: Path, category: str | None) -> ModelInfo:
+    """`info` with a calibration file's thresholds, after checking it was made for this model (and category)."""
+    cal: Calibration = read_calibration(path)
+    if cal.model_sha256 != file_sha256(model):
+        raise ConfigError(
+            f"{path}: this calibration was made for another model file (sha256 {cal.model_sha256[:12]}…, "
+            f"{model.name} has {file_sha256(model)[:12]}…); recalibrate: mmad calibrate --model {model} --source ..."
+        )
+    if category is not None and cal.category not in (None, category):
+        raise ConfigError(f"{path}: this calibration is for category {cal.category}, not {category}")
+    where = path.name if path.parent.resolve() == model.parent.resolve() else str(path)
+    return replace(
+        info,
+        threshold=float(cal.image_threshold),
+        pixel_threshold=None if cal.pixel_threshold is None else float(cal.pixel_threshold),
+        threshold_source=f"calibration {where}" + (f", category {cal.category}" if cal.category else ""),
     )

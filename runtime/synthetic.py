@@ -15,6 +15,7 @@ Building it needs the `onnx` package (a development dependency, not a runtime on
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -88,11 +89,17 @@ def _graph(image_size: int, pool: int):
 
 
 def synthetic_model(
-    path: str | Path, image_size: int = 256, pool: int = 7, threshold: float = SYNTHETIC_THRESHOLD
+    path: str | Path,
+    image_size: int = 256,
+    pool: int = 7,
+    threshold: float = SYNTHETIC_THRESHOLD,
+    metadata: Mapping[str, object] | None = None,
 ) -> Path:
     """Write the synthetic ONNX model (opset 17, dynamic batch) to `path` and return the path.
 
     pool: odd side of the average-pooling window, which smooths sensor noise out of the map.
+    metadata: contract.META_KEYS entries added to (or replacing) synthetic_metadata's; None removes one
+        (e.g. {"category_thresholds": {...}, "threshold": None}).
     """
     import onnx
     from onnx import helper
@@ -103,7 +110,8 @@ def synthetic_model(
         _graph(image_size, pool), opset_imports=[helper.make_opsetid("", 17)], producer_name="mmad.runtime.synthetic"
     )
     model.ir_version = 8  # readable by onnxruntime >= 1.14
-    for key, value in metadata_props(synthetic_metadata(image_size, threshold)).items():
+    values = {**synthetic_metadata(image_size, threshold), **(metadata or {})}
+    for key, value in metadata_props({k: v for k, v in values.items() if v is not None}).items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(model)

@@ -11,6 +11,9 @@ the best execution provider present: TensorRT, CUDA, then CPU). Each backend mod
 library only when a model is loaded, so a Jetson without onnxruntime or a PC without TensorRT can
 import this module.
 
+The loaded backend's `info` carries the thresholds to run with: an on-site calibration beside the
+model (`mmad calibrate`), else the model's metadata (model_info.with_thresholds).
+
     base.py             the Backend interface
     onnxruntime.py      an ONNX file in onnxruntime (registers the SelectiveScan op's kernel when needed)
     tensorrt.py         a TensorRT engine and its sidecar
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from mmad.runtime.backends.base import Backend
 from mmad.runtime.errors import ConfigError
+from mmad.runtime.model_info import with_thresholds
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 ONNX_SUFFIXES = (".onnx",)
@@ -52,6 +56,8 @@ def load_backend(
     plugin_library: str | None = None,
     allow_foreign_engine: bool = False,
     threads: int = 0,
+    calibration: str | Path | bool | None = None,
+    category: str | None = None,
 ) -> Backend:
     """Load `model` with the named backend, or with the best one for its file type ("auto").
 
@@ -60,7 +66,13 @@ def load_backend(
     plugin_library: the TensorRT plugin library (default: named in the engine's sidecar).
     allow_foreign_engine: try an engine whose sidecar says it was built with another TensorRT or GPU.
     threads: onnxruntime's intra-op CPU threads (0: its default); TensorRT ignores it.
-    Raises ConfigError for a missing file, an unknown backend or a model the backend cannot run.
+    calibration: None uses the calibration file beside the model when there is one
+        (contract.calibration_path), else the model's metadata; a path must exist; False: the metadata only.
+    category: that category's thresholds (its calibration file, else the metadata's "category_thresholds").
+    The backend's `info` then has threshold, pixel_threshold, threshold_source and categories
+    (model_info.with_thresholds).
+    Raises ConfigError for a missing file, an unknown backend or a model the backend cannot run, and for a
+    calibration that is unreadable, made for another model file, or an unknown category.
     """
     path = Path(model)
     if not path.is_file():
@@ -77,8 +89,15 @@ def load_backend(
     if kind == "tensorrt":
         from mmad.runtime.backends.tensorrt import TensorRTBackend
 
-        return TensorRTBackend(path, plugin_library=plugin_library, allow_foreign_engine=allow_foreign_engine)
-    from mmad.runtime.backends.onnxruntime import OnnxRuntimeBackend
+        loaded = TensorRTBackend(path, plugin_library=plugin_library, allow_foreign_engine=allow_foreign_engine)
+    else:
+        from mmad.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
-    provider = backend.partition("-")[2] or "auto"
-    return OnnxRuntimeBackend(path, provider=provider, op_library=op_library, threads=threads)
+        provider = backend.partition("-")[2] or "auto"
+        loaded = OnnxRuntimeBackend(path, provider=provider, op_library=op_library, threads=threads)
+    try:
+        loaded.info = with_thresholds(loaded.info, path, calibration, category)
+    except BaseException:
+        loaded.close()
+        raise
+    return loaded
