@@ -20,9 +20,10 @@ Streaming:
     gst_element.py   the `mmadinfer` GStreamer element (gst_plugin/python/mmadinfer.py loads it)
 
 Measuring and testing:
+    calibrate/       `mmad calibrate`: thresholds from known-good frames of the real source, written beside the model
     bench/           `mmad bench`: latency per backend and stage, deviation, report; the stream's FPS
     synthetic.py     a tiny synthetic model in the contract's I/O, for tests and benchmarks
     synthetic_video.py  generated inspection frames and videos with defects in known frames (bench, samples)
 
-    cli.py           the `mmad` command: each package's subcommands (train, eval, export, stream, bench)
+    cli.py           the `mmad` command: each package's subcommands (train, eval, export, calibrate, stream, bench)
 """
