@@ -4,6 +4,8 @@
     <out>/<category>/test/good/000.png ...
     <out>/<category>/test/<scratch|hole|stain>/000.png ...
     <out>/<category>/ground_truth/<scratch|hole|stain>/000_mask.png   (0/255)
+    <out>/<category>/calib/good/000.png ...   (only with --n-calib N: more defect-free images, for
+                                               `mmad calibrate`; neither trained nor tested on)
 
 Categories: "texture" (a plain-woven fabric with grain) and "object" (a round machined part,
 seen from above, on a dark background). Normal images vary (seeded): colour, lighting, weave
@@ -31,7 +33,8 @@ from PIL import Image
 
 CATEGORIES = ("texture", "object")
 DEFECT_TYPES = ("scratch", "hole", "stain")
-_SPLIT_IDS = {"train": 0, "good": 1, "scratch": 2, "hole": 3, "stain": 4}
+_SPLIT_IDS = {"train": 0, "good": 1, "scratch": 2, "hole": 3, "stain": 4, "calib": 5}
+_NORMAL_FOLDERS = {"train": ("train", "good"), "good": ("test", "good"), "calib": ("calib", "good")}
 _STAIN_COLOURS = ((175, 35, 30), (35, 70, 175), (40, 140, 50), (120, 30, 140))
 
 
@@ -194,12 +197,13 @@ def make_category(
     size: int,
     seed: int,
     overwrite: bool = False,
+    n_calib: int = 0,
 ) -> Path:
     """Write one category; returns its folder."""
     folder = out_dir / category
     _prepare_category_folder(folder, overwrite)
-    for split, count in (("train", n_train), ("good", n_test_good)):
-        sub = folder / "train" / "good" if split == "train" else folder / "test" / "good"
+    for split, count in (("train", n_train), ("good", n_test_good), ("calib", n_calib)):
+        sub = folder.joinpath(*_NORMAL_FOLDERS[split])
         for i in range(count):
             _save_png(normal_image(category, _rng(seed, category, split, i), size)[0], sub / f"{i:03d}.png")
     for kind in DEFECT_TYPES:
@@ -220,9 +224,12 @@ def make_dataset(
     size: int = 256,
     seed: int = 0,
     overwrite: bool = False,
+    n_calib: int = 0,
 ) -> Path:
     """Generate the dataset under out_dir (one folder per category); returns out_dir.
 
+    n_calib: defect-free images in <category>/calib/good/, each from its own random stream (so unlike
+    every training and test image) for calibrating a deployed model on parts it never saw.
     Raises ValueError for an unknown category, a size below 64 or a count below its minimum
     (n_train >= 1, the rest >= 0), and FileExistsError when a category folder is already there
     and not empty (unless overwrite, which replaces that category folder).
@@ -234,15 +241,15 @@ def make_dataset(
         raise ValueError(f"categories {list(categories)} repeat a name")
     if size < 64:
         raise ValueError(f"size must be >= 64 (defects are drawn at 256-pixel scale), got {size}")
-    if n_train < 1 or n_test_good < 0 or n_test_defect_per_type < 0:
+    if n_train < 1 or n_test_good < 0 or n_test_defect_per_type < 0 or n_calib < 0:
         raise ValueError(
-            f"need n_train >= 1, n_test_good >= 0, n_test_defect_per_type >= 0; got "
-            f"{n_train}, {n_test_good}, {n_test_defect_per_type}"
+            f"need n_train >= 1, n_test_good >= 0, n_test_defect_per_type >= 0, n_calib >= 0; got "
+            f"{n_train}, {n_test_good}, {n_test_defect_per_type}, {n_calib}"
         )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for category in categories:
-        make_category(out_dir, category, n_train, n_test_good, n_test_defect_per_type, size, seed, overwrite)
+        make_category(out_dir, category, n_train, n_test_good, n_test_defect_per_type, size, seed, overwrite, n_calib)
     return out_dir
 
 
@@ -252,7 +259,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Generate a small synthetic defect dataset in MVTec AD layout.",
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder (one subfolder per category)")
-    parser.add_argument("--categories", nargs="+", default=list(CATEGORIES), choices=CATEGORIES)
+    parser.add_argument(
+        "--categories",
+        nargs="+",
+        default=list(CATEGORIES),
+        choices=CATEGORIES,
+        help=f"which categories to generate (default: {' '.join(CATEGORIES)})",
+    )
     parser.add_argument("--n-train", type=int, default=60, help="defect-free training images per category")
     parser.add_argument("--n-test-good", type=int, default=10, help="defect-free test images per category")
     parser.add_argument(
@@ -261,8 +274,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=5,
         help=f"defective test images per category and type ({', '.join(DEFECT_TYPES)})",
     )
+    parser.add_argument(
+        "--n-calib",
+        type=int,
+        default=0,
+        help="extra defect-free images per category in <category>/calib/good, for mmad calibrate (default 0)",
+    )
     parser.add_argument("--size", type=int, default=256, help="image side in pixels")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same images")
     parser.add_argument("--overwrite", action="store_true", help="replace existing category folders")
     args = parser.parse_args(argv)
     try:
@@ -275,11 +294,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.size,
             args.seed,
             args.overwrite,
+            args.n_calib,
         )
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    per_category = args.n_train + args.n_test_good + len(DEFECT_TYPES) * args.n_test_defect_per_type
+    per_category = args.n_train + args.n_test_good + len(DEFECT_TYPES) * args.n_test_defect_per_type + args.n_calib
     print(f"wrote {len(args.categories)} categories x {per_category} images to {out}")
     return 0
 

@@ -2,87 +2,92 @@
 
     samples/quickstart.sh [--out runs/quickstart]        # = python -m mmad.samples.quickstart
 
-  1 data    python -m mmad.samples.make_dataset --out OUT/data --categories object
-  2 train   mmad train --preset fast --data OUT/data/object --out OUT/checkpoint --max-minutes 9 [--epochs E]
-  3 eval    mmad eval --checkpoint OUT/checkpoint --data OUT/data/object --out OUT/eval
-  4 export  mmad export onnx --checkpoint OUT/checkpoint --out OUT/model.onnx --portable
-  5 video   the test images as an inspection video, one frame each: OUT/inspection.avi
-            (+ inspection.json, which frames show a defect)
-  6 stream  mmad stream --model OUT/model.onnx --source OUT/inspection.avi --out OUT/annotated.mp4
-            --events OUT/events.jsonl --events-mode frame --stats-json OUT/stream_stats.json
-  7 bench   mmad bench --model OUT/checkpoint OUT/model.onnx --report OUT/bench --images OUT/data/object
+  1 data       python -m mmad.samples.make_dataset --out OUT/data --categories object --n-train 60
+               --n-test-good 10 --n-test-defect-per-type 5 --n-calib 40 --overwrite
+  2 train      mmad train --preset fast --data OUT/data/object --out OUT/checkpoint --max-minutes 9.0
+               [--epochs E]
+  3 eval       mmad eval --checkpoint OUT/checkpoint --data OUT/data/object --out OUT/eval
+  4 export     mmad export onnx --checkpoint OUT/checkpoint --out OUT/model.onnx --portable
+  5 video      python -m mmad.samples.quickstart video OUT/data/object OUT/inspection.avi --hold 1
+               --known-good OUT/known_good.avi
+  6 calibrate  mmad calibrate --model OUT/model.onnx --source OUT/known_good.avi --frames 40
+  7 stream     mmad stream --model OUT/model.onnx --source OUT/inspection.avi --out OUT/annotated.mp4
+               --events OUT/events.jsonl --events-mode frame --stats-json OUT/stream_stats.json
+               --stats-interval 0
+  8 bench      mmad bench --model OUT/checkpoint OUT/model.onnx --report OUT/bench --images OUT/data/object
+               --iters 10 --warmup 2 --max-images 4
 
 Each step runs as its own process, exactly as a user would type it (the runtime steps never import
-torch). OUT/quickstart.md lists every command with its time and outcome: the metrics, how many of
-the video's defect frames the stream flagged, and the bench's speed ratios.
+torch). OUT/quickstart.md lists every command with its time and outcome (the metrics, the calibrated
+threshold, the bench's speed ratios) and then the stream's verdicts against the video's ground truth:
+false alarms (good frames flagged) and misses (defect frames not flagged), with a warning over 10 %.
 
-The video is made of the generated test images rather than mmad.samples.make_video's scene: the
-model has only seen this dataset's kind of part, so only its test images make the stream's verdicts
-meaningful. Sized for a 2-core CPU in under 20 minutes; --epochs and --train-minutes trade time
-for accuracy (the schedule is cut short at --train-minutes; the threshold is still computed).
+The video step writes two MJPEG clips (mmad.samples.quickstart_video): the test images as the
+inspection video (10 good parts, 15 defects, the ground truth in inspection.json), and 40 more good
+parts the model never trained on and the inspection video does not show (OUT/data/object/calib/good)
+as known_good.avi. `mmad calibrate` sets the threshold from known_good.avi, as a user does on site
+with known-good parts under the real camera: the threshold is not judged on the frames it was set
+from, and it is set on frames with the same compression as the ones the stream judges. It writes
+OUT/model.onnx.calibration.json, which `mmad stream` then reads by itself. 40 frames: twice the
+fewest a calibration takes (mmad.runtime.contract.MIN_NORMAL_SCORES), because the fitted tail narrows
+with more of them: simulated on Gumbel scores, 8 fits in 10 put the threshold within ±1.5 scale units
+of the true 0.1 % quantile from 40 frames, ±2.0 from 20 (too high misses defects, too low raises false
+alarms), and beyond 40 it narrows slowly (±1.2 from 60); each frame costs one inference (40 frames took
+29-37 s on 2 shared CPU cores).
+
+Sized for a 2-core CPU in under 20 minutes; --epochs and --train-minutes trade time for accuracy (the
+schedule is cut short at --train-minutes; the training threshold is still computed).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
+from mmad.runtime.contract import MIN_NORMAL_SCORES
+from mmad.runtime.options import add_options, config_from_args, option
+from mmad.samples import quickstart_video
+from mmad.samples.quickstart_results import CATEGORY, RunFiles, Step, step_result, warnings, write_summary
 
-CATEGORY = "object"
-VIDEO_FPS = 5
 EXIT_STEP_FAILED = 1
+PRESETS = ("fast", "tiny", "paper")
+STEP_NAMES = ("data", "train", "eval", "export", "video", "calibrate", "stream", "bench")
 
 
 @dataclass
 class QuickstartConfig:
     """Sizes of the run; the defaults fit 20 minutes on 2 CPU cores."""
 
-    out: Path = Path("runs/quickstart")
-    preset: str = "fast"
-    epochs: int | None = None  # None: the preset's
-    train_minutes: float = 9.0
-    batch_size: int | None = None  # None: the preset's
-    n_train: int = 60
-    n_test_good: int = 10
-    n_test_defect_per_type: int = 5
+    out: Path = option(Path("runs/quickstart"), help="output folder: every step's files and quickstart.md")
+    preset: str = option("fast", choices=PRESETS, help="training preset")
+    epochs: int | None = option(None, help="training epochs (default: the preset's)")
+    train_minutes: float = option(9.0, help="stop training after this many minutes; the threshold is still computed")
+    batch_size: int | None = option(None, help="training batch size (default: the preset's)")
+    n_train: int = option(60, help="generated defect-free training images")
+    n_test_good: int = option(10, help="generated defect-free test images: the good parts of the inspection video")
+    n_test_defect_per_type: int = option(
+        5, help="generated defective test images per defect type (scratch, hole, stain): the video's defects"
+    )
+    n_calib: int = option(
+        40,
+        help="generated defect-free images, neither trained on nor in the inspection video, shown as the "
+        f"known-good clip that mmad calibrate sets the threshold from (at least {MIN_NORMAL_SCORES})",
+    )
+    bench_iters: int = option(10, help="timed runs per backend in mmad bench")
+    random_encoder: bool = option(False, help="random encoder weights (tests only: no weights needed)")
     hold_frames: int = 1  # video frames per test image (inference is most of the stream's time on a CPU)
-    bench_iters: int = 10
     bench_warmup: int = 2
     bench_images: int = 4
-    random_encoder: bool = False  # tests only: no encoder weights needed
 
     @property
-    def data(self) -> Path:
-        return self.out / "data" / CATEGORY
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.out / "checkpoint"
-
-    @property
-    def model(self) -> Path:
-        return self.out / "model.onnx"
-
-    @property
-    def video(self) -> Path:
-        return self.out / "inspection.avi"
-
-
-@dataclass
-class Step:
-    name: str
-    command: list[str]  # as a user types it: "mmad ..." or "python -m ..."
-    seconds: float = 0.0
-    result: str = ""
-    extra: dict = field(default_factory=dict)
+    def files(self) -> RunFiles:
+        return RunFiles(self.out)
 
 
 def mmad_command(*args: str) -> list[str]:
@@ -91,14 +96,14 @@ def mmad_command(*args: str) -> list[str]:
 
 def data_command(cfg: QuickstartConfig) -> list[str]:
     return [
-        "python", "-m", "mmad.samples.make_dataset", "--out", str(cfg.out / "data"), "--categories", CATEGORY,
+        "python", "-m", "mmad.samples.make_dataset", "--out", str(cfg.files.data), "--categories", CATEGORY,
         "--n-train", str(cfg.n_train), "--n-test-good", str(cfg.n_test_good),
-        "--n-test-defect-per-type", str(cfg.n_test_defect_per_type), "--overwrite",
+        "--n-test-defect-per-type", str(cfg.n_test_defect_per_type), "--n-calib", str(cfg.n_calib), "--overwrite",
     ]  # fmt: skip
 
 
 def train_command(cfg: QuickstartConfig) -> list[str]:
-    train = ["train", "--preset", cfg.preset, "--data", str(cfg.data), "--out", str(cfg.checkpoint)]
+    train = ["train", "--preset", cfg.preset, "--data", str(cfg.files.category), "--out", str(cfg.files.checkpoint)]
     train += ["--max-minutes", str(cfg.train_minutes)]
     if cfg.epochs:
         train += ["--epochs", str(cfg.epochs)]
@@ -109,34 +114,53 @@ def train_command(cfg: QuickstartConfig) -> list[str]:
     return mmad_command(*train)
 
 
-def stream_command(cfg: QuickstartConfig) -> list[str]:
-    out = cfg.out
+def video_command(cfg: QuickstartConfig) -> list[str]:
+    f = cfg.files
+    return [
+        "python", "-m", "mmad.samples.quickstart", "video", str(f.category), str(f.video),
+        "--hold", str(cfg.hold_frames), "--known-good", str(f.known_good),
+    ]  # fmt: skip
+
+
+def calibrate_command(cfg: QuickstartConfig) -> list[str]:
+    """Every frame of the known-good clip (--frames says how many the calibration must get)."""
+    f = cfg.files
     return mmad_command(
-        "stream", "--model", str(cfg.model), "--source", str(cfg.video), "--out", str(out / "annotated.mp4"),
-        "--events", str(out / "events.jsonl"), "--events-mode", "frame",
-        "--stats-json", str(out / "stream_stats.json"), "--stats-interval", "0",
+        "calibrate", "--model", str(f.model), "--source", str(f.known_good), "--frames", str(cfg.n_calib)
+    )
+
+
+def stream_command(cfg: QuickstartConfig) -> list[str]:
+    """No --threshold and no --calibration: the stream finds OUT/model.onnx.calibration.json by itself."""
+    f = cfg.files
+    return mmad_command(
+        "stream", "--model", str(f.model), "--source", str(f.video), "--out", str(f.out / "annotated.mp4"),
+        "--events", str(f.events), "--events-mode", "frame",
+        "--stats-json", str(f.stream_stats), "--stats-interval", "0",
     )  # fmt: skip
 
 
 def bench_command(cfg: QuickstartConfig) -> list[str]:
+    f = cfg.files
     return mmad_command(
-        "bench", "--model", str(cfg.checkpoint), str(cfg.model), "--report", str(cfg.out / "bench"),
-        "--images", str(cfg.data), "--iters", str(cfg.bench_iters), "--warmup", str(cfg.bench_warmup),
+        "bench", "--model", str(f.checkpoint), str(f.model), "--report", str(f.out / "bench"),
+        "--images", str(f.category), "--iters", str(cfg.bench_iters), "--warmup", str(cfg.bench_warmup),
         "--max-images", str(cfg.bench_images),
     )  # fmt: skip
 
 
 def steps(cfg: QuickstartConfig) -> list[Step]:
-    """The commands of the run, in order (the video step is done in-process: see write_test_video)."""
-    evaluate = ["eval", "--checkpoint", str(cfg.checkpoint), "--data", str(cfg.data), "--out", str(cfg.out / "eval")]
-    export = ["export", "onnx", "--checkpoint", str(cfg.checkpoint), "--out", str(cfg.model), "--portable"]
-    video = ["python", "-m", "mmad.samples.quickstart", "video", str(cfg.data), str(cfg.video)]
+    """The commands of the run, in order (STEP_NAMES)."""
+    f = cfg.files
+    evaluate = ["eval", "--checkpoint", str(f.checkpoint), "--data", str(f.category), "--out", str(f.out / "eval")]
+    export = ["export", "onnx", "--checkpoint", str(f.checkpoint), "--out", str(f.model), "--portable"]
     return [
         Step("data", data_command(cfg)),
         Step("train", train_command(cfg)),
         Step("eval", mmad_command(*evaluate)),
         Step("export", mmad_command(*export)),
-        Step("video", [*video, "--hold", str(cfg.hold_frames)]),
+        Step("video", video_command(cfg)),
+        Step("calibrate", calibrate_command(cfg)),
         Step("stream", stream_command(cfg)),
         Step("bench", bench_command(cfg)),
     ]
@@ -149,137 +173,6 @@ def executable(command: list[str]) -> list[str]:
     if command[0] == "mmad":
         return [sys.executable, "-m", "mmad.runtime.cli", *command[1:]]
     return command
-
-
-# --- The video ---------------------------------------------------------------------------------------
-def inspection_images(category_root: Path) -> list[tuple[Path, bool]]:
-    """(path, defective) of the category's test images: good ones first, then each defect type, sorted."""
-    test = category_root / "test"
-    if not test.is_dir():
-        raise ValueError(f"{test}: no test folder (expected the MVTec layout of mmad.samples.make_dataset)")
-    folders = sorted(test.iterdir(), key=lambda p: (p.name != "good", p.name))
-    return [
-        (img, folder.name != "good") for folder in folders if folder.is_dir() for img in sorted(folder.glob("*.png"))
-    ]
-
-
-def write_test_video(category_root: Path, path: Path, hold: int = 1, fps: int = VIDEO_FPS) -> dict:
-    """The test images as an MJPEG .avi, each for `hold` frames; writes and returns the ground truth
-    {"video", "fps", "hold", "n_frames", "defect_frames", "images"} (also saved as <path>.json)."""
-    items = inspection_images(category_root)
-    if not items:
-        raise ValueError(f"{category_root}/test: no .png images")
-    first = cv2.imread(str(items[0][0]), cv2.IMREAD_COLOR)
-    height, width = first.shape[:2]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
-    if not writer.isOpened():
-        raise RuntimeError(f"{path}: OpenCV cannot write an MJPEG .avi here")
-    defect_frames: list[int] = []
-    frame = 0
-    for image_path, defective in items:
-        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)  # BGR, as VideoWriter expects
-        if image.shape[:2] != (height, width):
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-        for _ in range(hold):
-            writer.write(image)
-            if defective:
-                defect_frames.append(frame)
-            frame += 1
-    writer.release()
-    truth = {
-        "video": path.name,
-        "fps": fps,
-        "hold": hold,
-        "n_frames": frame,
-        "defect_frames": defect_frames,
-        "images": [str(p) for p, _ in items],
-    }
-    path.with_suffix(".json").write_text(json.dumps(truth, indent=2))
-    return truth
-
-
-# --- Results ---------------------------------------------------------------------------------------
-def detection_summary(events_path: Path, truth: dict) -> dict[str, int]:
-    """How the stream's per-frame verdicts (events-mode frame) match the video's ground truth."""
-    flagged = {}
-    for line in events_path.read_text().splitlines():
-        if line.strip():
-            event = json.loads(line)
-            flagged[int(event["frame"])] = bool(event["anomalous"])
-    defects = set(truth["defect_frames"])
-    normal = set(range(truth["n_frames"])) - defects
-    return {
-        "frames": truth["n_frames"],
-        "frames_inferred": len(flagged),
-        "defect_frames": len(defects),
-        "defect_frames_flagged": sum(flagged.get(i, False) for i in defects),
-        "normal_frames": len(normal),
-        "normal_frames_flagged": sum(flagged.get(i, False) for i in normal),
-    }
-
-
-def step_result(step: Step, cfg: QuickstartConfig) -> str:
-    """One line on what a finished step produced, read from its output files."""
-    out = cfg.out
-    if step.name == "train":
-        info = json.loads((cfg.checkpoint / "checkpoint.json").read_text())
-        progress = info.get("progress", {})
-        epochs = info["config"]["train"]["epochs"]
-        return f"epoch {progress.get('epoch')}/{epochs}, threshold {info['thresholds'].get('normal_quantile', 'none')}"
-    if step.name == "eval":
-        mean = json.loads((out / "eval" / "metrics.json").read_text())["mean"]
-        return ", ".join(f"{k} {v:.1f}" for k, v in mean.items())
-    if step.name == "export":
-        return f"{cfg.model} ({cfg.model.stat().st_size / 2**20:.1f} MB)"
-    if step.name == "video":
-        truth = json.loads(cfg.video.with_suffix(".json").read_text())
-        return f"{truth['n_frames']} frames, {len(truth['defect_frames'])} showing a defect"
-    if step.name == "stream":
-        stats = json.loads((out / "stream_stats.json").read_text())
-        truth = json.loads(cfg.video.with_suffix(".json").read_text())
-        d = detection_summary(out / "events.jsonl", truth)
-        step.extra = {
-            "stats": {k: stats.get(k) for k in ("fps", "latency_ms_median", "frames_inferred", "anomalies")},
-            **d,
-        }
-        return (
-            f"{d['defect_frames_flagged']}/{d['defect_frames']} defect frames flagged, {d['normal_frames_flagged']}/"
-            f"{d['normal_frames']} normal frames flagged, {stats.get('fps', 0):.2f} fps"
-        )
-    if step.name == "bench":
-        report = json.loads((out / "bench" / "report.json").read_text())
-        parts = []
-        for entry in report["backends"]:
-            p50 = entry["latency"]["1"]["stages"]["total"]["p50"]
-            status = "reference" if entry["is_reference"] else entry["deviation"]["status"]
-            parts.append(f"{entry['name']} p50 {p50:.0f} ms ({status})")
-        return "; ".join(parts)
-    return "done"
-
-
-def write_summary(cfg: QuickstartConfig, done: list[Step], total_s: float) -> Path:
-    lines = [
-        "# Quickstart run",
-        "",
-        (
-            f"Total {total_s / 60:.1f} min. Outputs in `{cfg.out}`: checkpoint/, eval/metrics.md, model.onnx, "
-            "annotated.mp4, events.jsonl, bench/report.md."
-        ),
-        "",
-        "| step | seconds | result | command |",
-        "| --- | ---: | --- | --- |",
-    ]
-    lines += [f"| {s.name} | {s.seconds:.0f} | {s.result} | `{shlex.join(s.command)}` |" for s in done]
-    path = cfg.out / "quickstart.md"
-    path.write_text("\n".join(lines) + "\n")
-    (cfg.out / "quickstart.json").write_text(
-        json.dumps(
-            [{"step": s.name, "seconds": s.seconds, "result": s.result, "command": s.command, **s.extra} for s in done],
-            indent=2,
-        )
-    )
-    return path
 
 
 def run_quickstart(cfg: QuickstartConfig, only: Sequence[str] | None = None) -> int:
@@ -300,61 +193,46 @@ def run_quickstart(cfg: QuickstartConfig, only: Sequence[str] | None = None) -> 
                 f"quickstart: step '{step.name}' failed (exit code {code}): {shlex.join(step.command)}", file=sys.stderr
             )
             return code or EXIT_STEP_FAILED
-        step.result = step_result(step, cfg)
+        step.result, step.extra = step_result(step.name, cfg.files)
         print(f"== quickstart {step.name}: {step.seconds:.0f} s, {step.result}", flush=True)
         done.append(step)
-        write_summary(cfg, done, time.perf_counter() - started)
-    summary = write_summary(cfg, done, time.perf_counter() - started)
+        write_summary(cfg.files, done, time.perf_counter() - started)
+    summary = write_summary(cfg.files, done, time.perf_counter() - started)
+    stream = next((s for s in done if s.name == "stream"), None)
+    for warning in warnings(stream.extra) if stream else []:
+        print(f"quickstart: warning: {warning}", file=sys.stderr)
     print(f"\nquickstart: done in {(time.perf_counter() - started) / 60:.1f} min; see {summary}")
     return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="samples/quickstart.sh",
+        description="The whole job end to end on generated data, each step as its own command: "
+        + ", ".join(STEP_NAMES)
+        + ". OUT/quickstart.md reports each step's time and outcome, and the stream's false alarms and misses.",
+        epilog=f"Steps: {', '.join(STEP_NAMES)}. The video step alone: python -m mmad.samples.quickstart video -h",
+    )
+    add_options(parser, QuickstartConfig)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="STEP",
+        choices=STEP_NAMES,
+        help="run only these steps (the files they read must be there from an earlier run)",
+    )
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["video"]:  # the video step as its own command
-        p = argparse.ArgumentParser(
-            prog="python -m mmad.samples.quickstart video", description=write_test_video.__doc__
-        )
-        p.add_argument("category", type=Path, help="a category folder in MVTec layout (test/good, test/<defect>)")
-        p.add_argument("video", type=Path, help="the .avi to write")
-        p.add_argument("--hold", type=int, default=1, help="frames per test image")
-        a = p.parse_args(argv[1:])
-        truth = write_test_video(a.category, a.video, a.hold)
-        print(f"{a.video}: {truth['n_frames']} frames, defects in {len(truth['defect_frames'])}")
-        return 0
-    d = QuickstartConfig()
-    p = argparse.ArgumentParser(
-        prog="samples/quickstart.sh",
-        description=__doc__.split("\n\n")[0],
-        epilog="Steps: data, train, eval, export, video, stream, bench.",
-    )
-    p.add_argument("--out", type=Path, default=d.out, help=f"output folder (default {d.out})")
-    p.add_argument(
-        "--preset", default=d.preset, choices=["fast", "tiny", "paper"], help="training preset (default fast)"
-    )
-    p.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
-    p.add_argument(
-        "--train-minutes",
-        type=float,
-        default=d.train_minutes,
-        help=f"stop training after this many minutes (default {d.train_minutes:g})",
-    )
-    p.add_argument("--batch-size", type=int, help="training batch size (default: the preset's)")
-    p.add_argument(
-        "--n-train", type=int, default=d.n_train, help=f"generated normal training images (default {d.n_train})"
-    )
-    p.add_argument("--n-test-good", type=int, default=d.n_test_good)
-    p.add_argument("--n-test-defect-per-type", type=int, default=d.n_test_defect_per_type)
-    p.add_argument("--bench-iters", type=int, default=d.bench_iters)
-    p.add_argument("--random-encoder", action="store_true", help="random encoder weights (tests only)")
-    p.add_argument("--only", nargs="+", metavar="STEP", help="run only these steps (their inputs must exist)")
-    a = p.parse_args(argv)
-    cfg = QuickstartConfig(
-        out=a.out, preset=a.preset, epochs=a.epochs, train_minutes=a.train_minutes, batch_size=a.batch_size,
-        n_train=a.n_train, n_test_good=a.n_test_good, n_test_defect_per_type=a.n_test_defect_per_type,
-        bench_iters=a.bench_iters, random_encoder=a.random_encoder,
-    )  # fmt: skip
-    return run_quickstart(cfg, a.only)
+        return quickstart_video.main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.n_calib < MIN_NORMAL_SCORES:
+        parser.error(f"--n-calib {args.n_calib}: mmad calibrate needs at least {MIN_NORMAL_SCORES} known-good frames")
+    return run_quickstart(config_from_args(QuickstartConfig, args), args.only)
 
 
 if __name__ == "__main__":
