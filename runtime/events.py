@@ -4,7 +4,8 @@ Each line is written, flushed and fsync'ed on its own, so a crash or a power cut
 line being written and every earlier line is complete JSON.
 
     {"timestamp": "2025-01-01T12:00:00.123456+00:00", "frame": 17, "pts": 0.68, "source": "cam.mp4",
-     "score": 0.93, "threshold": 0.5, "anomalous": true, "regions": [{"x": 10, "y": 20, "w": 30, ...}]}
+     "score": 0.93, "threshold": 0.5, "pixel_threshold": 0.3, "anomalous": true,
+     "regions": [{"x": 10, "y": 20, "w": 30, ...}]}
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def event_record(inspection: Inspection, frame_index: int, pts: float | None, so
         "source": source,
         "score": round(inspection.score, 6),
         "threshold": inspection.threshold,
+        "pixel_threshold": inspection.pixel_threshold,  # regions are drawn above it
         "anomalous": inspection.anomalous,
         "regions": [r.as_dict() for r in inspection.regions],
     }

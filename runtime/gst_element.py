@@ -5,11 +5,14 @@
         ! mmadinfer model=model.onnx ! videoconvert ! autovideosink
 
 An in-place transform on RGB frames. For each frame it runs the model, draws the overlay (unless
-overlay=false), attaches a GstVideoRegionOfInterestMeta (type "anomaly", with an "mmad" parameter
-structure holding the score) per anomalous region, and posts an element message named
-"mmad-inspection" on the bus: frame, pts, score, threshold, anomalous, regions (JSON). Inference
-runs in the element's streaming thread, as in any filter: put a leaky queue before it on live
-sources so the camera never waits for the model.
+overlay=false; overlay-style=regions colours only the defect regions, heat blends the whole heat map),
+attaches a GstVideoRegionOfInterestMeta (type "anomaly", with an "mmad" parameter structure holding
+the score) per anomalous region, and posts an element message named "mmad-inspection" on the bus:
+frame, pts, score, threshold, pixel_threshold, anomalous, regions (JSON). The thresholds come from
+`calibration` (default: MODEL.calibration.json beside the model when it exists, else the model's
+metadata), for `category` when set, unless `threshold` overrides the image threshold; an info
+message at start says which. Inference runs in the element's streaming thread, as in any filter:
+put a leaky queue before it on live sources so the camera never waits for the model.
 
 Loaded by gst-python's plugin loader from runtime/gst_plugin/python/mmadinfer.py, which needs the
 PyGObject Gst overrides (see gst_util.plugin_environment).
@@ -30,7 +33,7 @@ from gi.repository import GLib, GObject, Gst, GstBase, GstVideo  # noqa: E402
 from .backends import load_backend  # noqa: E402
 from .errors import ConfigError  # noqa: E402
 from .inspector import FrameInspector  # noqa: E402
-from .processing import parse_roi  # noqa: E402
+from .processing import OVERLAY_STYLES, parse_roi  # noqa: E402
 
 CAPS = Gst.Caps.from_string("video/x-raw,format=RGB")
 MESSAGE_NAME = "mmad-inspection"
@@ -66,6 +69,20 @@ class MmadInfer(GstBase.BaseTransform):
             -1.0,
             GObject.ParamFlags.READWRITE,
         ),
+        "calibration": (
+            str,
+            "calibration",
+            "Calibration file from mmad calibrate (empty: MODEL.calibration.json when it exists, else the metadata)",
+            None,
+            GObject.ParamFlags.READWRITE,
+        ),
+        "category": (
+            str,
+            "category",
+            "Product category whose thresholds to use (empty: the model's or calibration's own)",
+            None,
+            GObject.ParamFlags.READWRITE,
+        ),
         "roi": (
             str,
             "roi",
@@ -76,8 +93,15 @@ class MmadInfer(GstBase.BaseTransform):
         "overlay": (
             bool,
             "overlay",
-            "Draw the heat map, boxes and score on the frame",
+            "Draw the overlay (see overlay-style), boxes and score on the frame",
             True,
+            GObject.ParamFlags.READWRITE,
+        ),
+        "overlay-style": (
+            str,
+            "overlay-style",
+            "regions: colour only the defect regions; heat: blend the whole heat map",
+            "regions",
             GObject.ParamFlags.READWRITE,
         ),
         "min-region-area": (
@@ -98,8 +122,11 @@ class MmadInfer(GstBase.BaseTransform):
             "model": None,
             "backend": "auto",
             "threshold": -1.0,
+            "calibration": None,
+            "category": None,
             "roi": None,
             "overlay": True,
+            "overlay-style": OVERLAY_STYLES[0],
             "min-region-area": 16,
         }
         self.inspector: FrameInspector | None = None
@@ -117,14 +144,24 @@ class MmadInfer(GstBase.BaseTransform):
         try:
             if not self.props_["model"]:
                 raise ConfigError("mmadinfer: set the model property (model=path/to/model.onnx)")
-            backend = load_backend(self.props_["model"], self.props_["backend"])
-            threshold = self.props_["threshold"] if self.props_["threshold"] >= 0 else None
-            roi = parse_roi(self.props_["roi"]) if self.props_["roi"] else None
-            self.inspector = FrameInspector(backend, threshold, roi, self.props_["min-region-area"])
+            props = self.props_
+            backend = load_backend(
+                props["model"],
+                props["backend"],
+                calibration=props["calibration"] or None,
+                category=props["category"] or None,
+            )
+            threshold = props["threshold"] if props["threshold"] >= 0 else None
+            roi = parse_roi(props["roi"]) if props["roi"] else None
+            self.inspector = FrameInspector(backend, threshold, roi, props["min-region-area"], props["overlay-style"])
         except ConfigError as err:
             error = GLib.Error.new_literal(Gst.ResourceError.quark(), str(err), int(Gst.ResourceError.NOT_FOUND))
             self.post_message(Gst.Message.new_error(self, error, str(err)))
             return False
+        # An info message saying where the thresholds came from (gst-launch-1.0 prints its debug text).
+        thresholds = f"mmadinfer: {self.inspector.describe_thresholds()}"
+        info = GLib.Error.new_literal(Gst.CoreError.quark(), thresholds, int(Gst.CoreError.FAILED))
+        self.post_message(Gst.Message.new_info(self, info, thresholds))
         self.frame_index = 0
         return True
 
@@ -161,6 +198,7 @@ class MmadInfer(GstBase.BaseTransform):
         s.set_value("pts", GObject.Value(GObject.TYPE_UINT64, buf.pts))
         s.set_value("score", float(result.score))
         s.set_value("threshold", float(result.threshold))
+        s.set_value("pixel_threshold", float(result.pixel_threshold))
         s.set_value("anomalous", bool(result.anomalous))
         s.set_value("regions", json.dumps([r.as_dict() for r in result.regions]))
         self.post_message(Gst.Message.new_element(self, s))

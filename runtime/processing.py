@@ -104,28 +104,50 @@ class Region:
         return {"x": self.x, "y": self.y, "w": self.w, "h": self.h, "area": self.area, "peak": round(self.peak, 6)}
 
 
-def anomalous_regions(anomaly_map: np.ndarray, threshold: float, min_area: int = 16) -> list[Region]:
-    """Connected regions of map > threshold, largest first; regions under min_area pixels are noise.
+def find_regions(
+    anomaly_map: np.ndarray, threshold: float, min_area: int = 16, seed: float | None = None
+) -> tuple[list[Region], np.ndarray]:
+    """Connected regions of map > threshold, largest first, and their pixels: (regions, bool [H, W]).
 
-    anomaly_map: float [H, W] in frame pixels. Returns their boxes, areas and peak values.
+    Regions under min_area pixels are noise. With `seed`, a region is kept only when its peak reaches
+    min(seed, the map's maximum): hysteresis, as an edge detector does. The pixel threshold (from normal
+    maps) draws a defect's extent, but a few good pixels exceed it in every frame (it is a high quantile
+    of them, not their maximum); only a region holding a pixel that alone makes the frame anomalous (the
+    image threshold), or the frame's strongest region, is a defect. anomaly_map: float [H, W].
     """
     mask = binary_mask(anomaly_map, threshold).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    floor = -np.inf if seed is None or n < 2 else min(seed, float(anomaly_map.max()))
+    kept = np.zeros(n, bool)  # per label
     regions = []
     for label in range(1, n):  # label 0 is the background
         x, y, w, h, area = (int(v) for v in stats[label])
         if area < min_area:
             continue
         peak = float(anomaly_map[y : y + h, x : x + w][labels[y : y + h, x : x + w] == label].max())
+        if peak < floor:
+            continue
+        kept[label] = True
         regions.append(Region(x, y, w, h, area, peak))
-    return sorted(regions, key=lambda r: r.area, reverse=True)
+    return sorted(regions, key=lambda r: r.area, reverse=True), kept[labels]
+
+
+def anomalous_regions(
+    anomaly_map: np.ndarray, threshold: float, min_area: int = 16, seed: float | None = None
+) -> list[Region]:
+    """The regions of find_regions: boxes, areas and peak values, largest first."""
+    return find_regions(anomaly_map, threshold, min_area, seed)[0]
+
+
+def mask_contours(mask: np.ndarray) -> list[np.ndarray]:
+    """Outer contours of a bool [H, W] mask, as OpenCV point arrays [N, 1, 2] (x, y)."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return list(contours)
 
 
 def region_contours(anomaly_map: np.ndarray, threshold: float) -> list[np.ndarray]:
     """Outer contours of map > threshold, as OpenCV point arrays [N, 1, 2] (x, y)."""
-    mask = binary_mask(anomaly_map, threshold).astype(np.uint8)
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    return list(contours)
+    return mask_contours(binary_mask(anomaly_map, threshold))
 
 
 def heat_colors(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
@@ -143,6 +165,33 @@ def heat_colors(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
 
 RED = (255, 40, 40)
 GREEN = (40, 220, 40)
+OUTLINE = (255, 255, 0)  # region contours
+# The annotated frame's styles: "regions" colours only the defect regions' pixels (those above the pixel
+# threshold) and leaves a good frame as the camera saw it; "heat" blends the whole heat map into the ROI.
+OVERLAY_STYLES = ("regions", "heat")
+REGION_ALPHA = 0.55  # the regions style's tint: strong, since it covers only the defect
+
+
+def _tint(out: np.ndarray, anomaly_map: np.ndarray, threshold: float, mask: np.ndarray, alpha: float) -> None:
+    """Blend the heat colours into `out` where `mask` is set, in place (only the mask's bounding box is coloured)."""
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    box = out[y0:y1, x0:x1]
+    blended = cv2.addWeighted(box, 1.0 - alpha, heat_colors(anomaly_map[y0:y1, x0:x1], threshold), alpha, 0.0)
+    inside = mask[y0:y1, x0:x1]
+    box[inside] = blended[inside]
+
+
+def _label(out: np.ndarray, score: float, anomalous: bool) -> None:
+    scale = max(out.shape[0] / 480.0, 0.4)
+    text = f"{'ANOMALY' if anomalous else 'ok'} {score:.3f}"
+    colour = RED if anomalous else GREEN
+    thickness = max(int(2 * scale), 1)
+    cv2.putText(
+        out, text, (8, int(24 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale, colour, thickness, cv2.LINE_AA
+    )
 
 
 def draw_overlay(
@@ -153,60 +202,82 @@ def draw_overlay(
     regions: list[Region],
     roi: Roi | None = None,
     alpha: float = 0.4,
+    *,
+    style: str = "heat",
+    region_mask: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The frame with the heat map blended in, region boxes, the ROI outline and the score: uint8 RGB [H, W, 3].
+    """The annotated frame: the map, region outlines and boxes, the ROI outline and the score. uint8 RGB [H, W, 3].
 
-    frame: uint8 RGB [H, W, 3]; anomaly_map: float [H, W] in frame pixels (map_to_frame). The heat map
-    is blended only inside the ROI, so the rest of the picture stays as the camera saw it.
+    frame: uint8 RGB [H, W, 3]; anomaly_map: float [H, W] in frame pixels (map_to_frame). style "heat"
+    blends the heat map into the ROI (the rest of the picture stays as the camera saw it); "regions"
+    colours only `region_mask`'s pixels (bool [H, W], Inspection.region_mask), so a good frame is left
+    untouched but for its score. Outlines: region_mask's, else map > threshold; drawn on anomalous frames only.
     """
+    if style not in OVERLAY_STYLES:
+        raise ConfigError(f"overlay style {style!r}: expected one of {', '.join(OVERLAY_STYLES)}")
     roi = roi or full_frame(frame)
     out = frame.copy()
     y0, y1, x0, x1 = roi.y, roi.y + roi.h, roi.x, roi.x + roi.w
-    heat = heat_colors(anomaly_map[y0:y1, x0:x1], threshold)
-    out[y0:y1, x0:x1] = cv2.addWeighted(out[y0:y1, x0:x1], 1.0 - alpha, heat, alpha, 0.0)
     anomalous = score > threshold
-    colour = RED if anomalous else GREEN
+    if style == "heat":
+        heat = heat_colors(anomaly_map[y0:y1, x0:x1], threshold)
+        out[y0:y1, x0:x1] = cv2.addWeighted(out[y0:y1, x0:x1], 1.0 - alpha, heat, alpha, 0.0)
+    elif anomalous and region_mask is not None:
+        _tint(out, anomaly_map, threshold, region_mask, REGION_ALPHA)
     if (roi.w, roi.h) != (frame.shape[1], frame.shape[0]):
         cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 255), 1)
     if anomalous:
-        cv2.drawContours(out, region_contours(anomaly_map, threshold), -1, (255, 255, 0), 1)
+        outline = mask_contours(region_mask) if region_mask is not None else region_contours(anomaly_map, threshold)
+        cv2.drawContours(out, outline, -1, OUTLINE, 1)
     for r in regions:
         cv2.rectangle(out, (r.x, r.y), (r.x + r.w - 1, r.y + r.h - 1), RED, 2)
-    label = f"{'ANOMALY' if anomalous else 'ok'} {score:.3f}"
-    scale = max(frame.shape[0] / 480.0, 0.4)
-    cv2.putText(
-        out,
-        label,
-        (8, int(24 * scale) + 4),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        0.7 * scale,
-        colour,
-        max(int(2 * scale), 1),
-        cv2.LINE_AA,
-    )
+    _label(out, score, anomalous)
     return out
 
 
 @dataclass
 class Inspection:
-    """The result for one frame: score, verdict, regions, and the map in frame pixels (float32 [H, W])."""
+    """The result for one frame: score, verdict, regions, and the map in frame pixels (float32 [H, W]).
+
+    pixel_threshold: what drew the regions; region_mask: their pixels, bool [H, W] (None on a good frame).
+    """
 
     score: float
     threshold: float
     anomalous: bool
     regions: list[Region]
     frame_map: np.ndarray
+    pixel_threshold: float | None = None
+    region_mask: np.ndarray | None = None
+
+
+def region_threshold(threshold: float, pixel_threshold: float | None) -> float:
+    """The map value regions are drawn above: the pixel threshold, never above the image threshold.
+
+    None (an older model, no calibration) means the image threshold. A pixel above the image threshold
+    is beyond every good frame's maximum, so it always belongs to a region (this matters when --threshold
+    lowers the image threshold under a calibrated pixel threshold).
+    """
+    return threshold if pixel_threshold is None else min(pixel_threshold, threshold)
 
 
 def inspect(
-    model_map: np.ndarray, score: float, threshold: float, roi: Roi, frame_shape: tuple[int, ...], min_area: int = 16
+    model_map: np.ndarray,
+    score: float,
+    threshold: float,
+    roi: Roi,
+    frame_shape: tuple[int, ...],
+    min_area: int = 16,
+    pixel_threshold: float | None = None,
 ) -> Inspection:
     """Post-process one model output: map [h, w] at model size, its score -> Inspection in frame pixels.
 
-    The verdict uses the model's score (the max of the map at model resolution); regions come from
-    the map resized onto the frame, so a frame can be anomalous with regions smaller than min_area.
+    The verdict uses the model's score (the max of the map at model resolution). Regions exist only on
+    an anomalous frame: the map resized onto the frame, above region_threshold(), seeded by the image
+    threshold (find_regions), so each defect gets one region; one smaller than min_area is not reported.
     """
     frame_map = map_to_frame(model_map, roi, frame_shape)
     anomalous = bool(score > threshold)
-    regions = anomalous_regions(frame_map, threshold, min_area) if anomalous else []
-    return Inspection(float(score), float(threshold), anomalous, regions, frame_map)
+    pixel = region_threshold(threshold, pixel_threshold)
+    regions, mask = find_regions(frame_map, pixel, min_area, seed=threshold) if anomalous else ([], None)
+    return Inspection(float(score), float(threshold), anomalous, regions, frame_map, pixel, mask)

@@ -4,7 +4,7 @@ events and stats.
     config.py     StreamConfig: what the stream takes; its option fields are the command's flags
     runner.py     StreamRunner: the loop, reconnects, signals; run_stream()
     pipelines.py  the input (source -> appsink) and output (appsrc -> encoder / display) GStreamer pipelines
-    stats.py      StreamStats, FrameClock (frame numbers, arrival times), DecodeWatch (undecodable frames)
+    stats.py      StreamStats, FrameClock (frame numbers, arrival times, drops), DecodeWatch (undecodable frames)
     command.py    the `stream` subcommand: its parser, made from StreamConfig
 """
 

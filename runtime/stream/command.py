@@ -1,7 +1,8 @@
 """`mmad stream`: its options, made from StreamConfig's fields (config.py), and the call into the runner.
 
 mmad stream --model M --source SRC [--out annotated.mp4] [--events events.jsonl]
-            [--save-anomalies DIR] [--roi x,y,w,h] [--threshold T] [--display]
+            [--save-anomalies DIR] [--roi x,y,w,h] [--calibration FILE] [--category C]
+            [--threshold T] [--overlay-style regions|heat] [--display]
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         StreamConfig,
         run_stream_command,
         help="run the anomaly model on a video, camera or RTSP stream",
-        description="Frames in, anomaly scores, heat-map overlays and events out, in real time.",
+        description="Frames in, anomaly scores, defect regions, overlays and events out, in real time. The "
+        "thresholds come from --calibration (by default MODEL.calibration.json, written by mmad calibrate, when it "
+        "exists), else from the model's metadata; the first log line says which.",
         epilog=SOURCES_HELP,
         verbose_help="also log the pipelines",
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from mmad.runtime.backends import BACKEND_CHOICES
 from mmad.runtime.options import op_library_option, option, plugin_library_option, threshold_option
+from mmad.runtime.processing import OVERLAY_STYLES
 
 EVENTS_MODES = ("anomaly", "frame")  # a line per anomalous frame, or per inferred frame
 
@@ -30,8 +31,22 @@ class StreamConfig:
     )
     save_anomalies: str | None = option(None, metavar="DIR", help="save anomalous frames (raw and annotated JPEG) here")
     roi: str | None = option(None, metavar="x,y,w,h", help="inspect only this region of the frame (pixels)")
-    threshold: float | None = threshold_option()  # overrides the model's metadata threshold
+    calibration: str | None = option(
+        None,
+        metavar="FILE",
+        help="thresholds measured on site by mmad calibrate (default: MODEL.calibration.json when it exists, "
+        "else the model's metadata)",
+    )
+    category: str | None = option(
+        None, metavar="NAME", help="use this product category's thresholds (a multi-category model or calibration)"
+    )
+    threshold: float | None = threshold_option()  # overrides the calibrated / metadata image threshold
     display: bool = option(False, help="show the annotated stream in a window")
+    overlay_style: str = option(
+        "regions",
+        choices=OVERLAY_STYLES,
+        help="annotated frames: colour only the defect regions (regions) or blend the whole heat map (heat)",
+    )
     backend: str = option("auto", metavar="NAME", help=f"inference backend, one of {', '.join(BACKEND_CHOICES)}")
     op_library: str | None = op_library_option()
     plugin_library: str | None = plugin_library_option()

@@ -58,8 +58,10 @@ def framerate_of(sample) -> float:
 class InputPipeline:
     """The source pipeline, playing: frames come out of its appsink ("frames").
 
-    A pad probe on the queue ("inqueue") tells `clock` when each frame arrives; the decoder's video
-    decoders are told to skip undecodable frames instead of failing, and `decode_watch` counts them.
+    A pad probe on the queue ("inqueue") tells `clock` when each frame arrives; for a live source, two more
+    (after the queue, at the appsink) tell it how far each got, so drops are counted exactly (FrameClock).
+    The decoder's video decoders are told to skip undecodable frames instead of failing, and
+    `decode_watch` counts them.
     ConfigError when the description cannot be built; failures once playing arrive on the bus.
     """
 
@@ -76,17 +78,27 @@ class InputPipeline:
                 f"--source {spec.text}: cannot build the pipeline ({err}); it was: {description}"
             ) from None
         self.appsink = self.pipeline.get_by_name("frames")
-        queue_pad = self.pipeline.get_by_name("inqueue").get_static_pad("sink")
-        queue_pad.add_probe(Gst.PadProbeType.BUFFER, self._on_frame_in)
+        queue = self.pipeline.get_by_name("inqueue")
+        self.queue_capacity = int(queue.get_property("max-size-buffers"))
+        self._probe(queue.get_static_pad("sink"), clock.arrived)
+        if spec.live:  # only live sources drop frames
+            self._probe(queue.get_static_pad("src"), clock.left_queue)
+            self._probe(self.appsink.get_static_pad("sink"), clock.at_sink)
         decoder = self.pipeline.get_by_name("decoder")
         if decoder is not None:
             decoder.connect("deep-element-added", self._on_element_added)
         clock.reset_pending()
         self.pipeline.set_state(Gst.State.PLAYING)  # failures arrive as bus errors
 
-    def _on_frame_in(self, pad, info):
-        self.clock.arrived(info.get_buffer().pts)
-        return self.Gst.PadProbeReturn.OK
+    def _probe(self, pad, record) -> None:
+        """Call record(pts) for every buffer through the pad (in its streaming thread)."""
+        ok = self.Gst.PadProbeReturn.OK
+
+        def on_buffer(pad, info):
+            record(info.get_buffer().pts)
+            return ok
+
+        pad.add_probe(self.Gst.PadProbeType.BUFFER, on_buffer)
 
     def _on_element_added(self, bin_, sub_bin, element) -> None:
         """Video decoders skip frames they cannot decode instead of failing the stream; count those."""

@@ -71,7 +71,13 @@ class StreamRunner:
             op_library=config.op_library,
             plugin_library=config.plugin_library,
             allow_foreign_engine=config.allow_foreign_engine,
+            calibration=config.calibration,
+            category=config.category,
         )
+        # Gst.init may start gst-plugin-scanner (a stale plugin registry), which loads gst-python's plugin
+        # loader when installed; in a virtual environment whose PyGObject has no Gst overrides that loader
+        # prints "CRITICAL **: gi.repository.Gst is no dict" and is skipped. Harmless here (the stream uses
+        # no Python element); gst_util.import_gst is where the scanner's environment gets fixed.
         self.Gst = import_gst()
         self.platform = detect_platform()
         if config.display and not (
@@ -81,9 +87,18 @@ class StreamRunner:
             raise ConfigError(
                 "--display needs a graphical session (neither DISPLAY nor WAYLAND_DISPLAY is set); use --out instead"
             )
-        self.inspector = FrameInspector(self.backend, config.threshold, roi, config.min_region_area)
+        self.inspector = FrameInspector(
+            self.backend, config.threshold, roi, config.min_region_area, config.overlay_style
+        )
         self.events = EventWriter(config.events, config.events_mode, config.durable_events) if config.events else None
-        self.stats = StreamStats(source=config.source, backend=self.backend.describe())
+        self.stats = StreamStats(
+            source=config.source,
+            backend=self.backend.describe(),
+            threshold=self.inspector.threshold,
+            pixel_threshold=self.inspector.region_threshold,
+            threshold_source=self.inspector.threshold_source,
+            latency_from="arrival" if self.spec.live else "pull",  # see StreamStats
+        )
         self.clock = FrameClock()
         self.watches: list[DecodeWatch] = []  # one per (re)built source
         self.input: InputPipeline | None = None
@@ -164,6 +179,7 @@ class StreamRunner:
         t_pulled = time.perf_counter()
         decoded = frame_from_sample(sample)
         if decoded is None:
+            self.clock.lookup(sample.get_buffer().pts)  # seen, so not counted as dropped
             self.stats.frames_bad += 1
             log.warning("a buffer that is not a whole frame was skipped")
             return
@@ -191,7 +207,8 @@ class StreamRunner:
 
         s.frames_inferred += 1
         s.anomalies += int(result.anomalous)
-        s.latencies_ms.append((now - arrived) * 1000.0)
+        s.latencies_ms.append((now - (arrived if self.spec.live else t_pulled)) * 1000.0)
+        s.queue_ms.append(max(t_pulled - arrived, 0.0) * 1000.0)
         self._last_frame_at = now
 
     def _annotate(self, frame: np.ndarray, result: Inspection, index: int, sample, t_inspected: float) -> float:
@@ -236,7 +253,7 @@ class StreamRunner:
     def run(self) -> int:
         """Stream until the source ends, max_frames, a signal or an error; 0, 1 (pipeline error)."""
         previous = self._install_signals()
-        log.info("%s -> %s", self.spec.text, self.stats.backend)
+        log.info("%s -> %s; %s", self.spec.text, self.stats.backend, self.inspector.describe_thresholds())
         next_stats = time.perf_counter() + self.config.stats_interval
         try:
             self._start_input()
@@ -283,6 +300,7 @@ class StreamRunner:
 
     def _update_counts(self) -> None:
         self.stats.frames_in = self.clock.count
+        self.stats.frames_dropped = self.clock.dropped
         skipped = sum(w.skipped for w in self.watches)
         if skipped > self.stats.decode_errors:
             log.warning("%d undecodable frame(s) skipped so far", skipped)
@@ -291,9 +309,12 @@ class StreamRunner:
             self.stats.wall = time.perf_counter() - self._t0
 
     def _shutdown(self, previous_handlers: dict) -> None:
-        self._update_counts()
         try:
+            queue_capacity = self.input.queue_capacity if self.input is not None else 0
             self._stop_input()
+            if self.spec.live:  # the frames since the last one pulled: still held, or dropped meanwhile
+                self.clock.settle(queue_capacity)
+            self._update_counts()
             self._finish_output()
         finally:
             if self.events is not None:

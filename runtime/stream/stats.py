@@ -17,17 +17,34 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 NO_TIME = 2**64 - 1  # GST_CLOCK_TIME_NONE: a buffer without a timestamp
+MAX_PENDING = 256  # frames FrameClock remembers; the pipeline holds far fewer (queue 4, appsink 1)
 
 
 @dataclass
 class StreamStats:
-    """Counters and timings of one run (seconds, summed over frames)."""
+    """Counters and timings of one run (seconds, summed over frames).
+
+    Every frame that enters the stream (after decoding) is, at the end, exactly one of: inferred, bad
+    (not a readable frame), dropped (discarded unseen to stay real-time: by the leaky queue or the
+    appsink of a live source, or with a source torn down for a reconnect), or queued (still waiting in
+    the pipeline when the run stopped: --max-frames, a signal; a file's decoder runs a few frames ahead).
+
+    Latency is per frame, to its result being out (inferred, drawn, pushed, event written), from where
+    it is meaningful (`latency_from`): for a live source from its arrival in the stream, waiting in the
+    queue included, since that is how old the verdict is against what the camera sees; for a file from
+    when the loop took it from the pipeline, since a file's decoder fills the queue ahead of inference and
+    that wait is not latency. `queue_ms_*` reports the wait between arrival and being taken, for both.
+    """
 
     source: str = ""
     backend: str = ""
+    threshold: float | None = None  # the image threshold in use
+    pixel_threshold: float | None = None  # what regions are drawn above
+    threshold_source: str = ""  # where the threshold came from (calibration file, model metadata, --threshold)
     frames_in: int = 0  # frames that reached the stream (after decoding)
     frames_inferred: int = 0
     frames_bad: int = 0  # buffers that were not a readable frame
+    frames_dropped: int = 0  # discarded unseen to stay real-time (live sources)
     decode_errors: int = 0  # frames the decoder could not decode (skipped by it)
     anomalies: int = 0
     events_written: int = 0
@@ -41,25 +58,27 @@ class StreamStats:
     overlay: float = 0.0  # drawing the heat map, boxes and score
     push: float = 0.0  # handing frames to the encoder (blocks while the encoder is behind)
     events: float = 0.0  # event lines (flushed and fsync'ed) and saved frames
-    # From a frame entering the stream to its result being out.
+    latency_from: str = "arrival"  # "arrival" (live sources) or "pull" (files); see the class docstring
     latencies_ms: list[float] = field(default_factory=list, repr=False)
+    queue_ms: list[float] = field(default_factory=list, repr=False)  # arrival -> taken by the loop
 
     @property
-    def frames_dropped(self) -> int:
-        """Frames that arrived but were never inferred: dropped to stay real-time (live sources)."""
-        return max(self.frames_in - self.frames_inferred - self.frames_bad, 0)
+    def frames_queued(self) -> int:
+        """Frames that entered the stream and were neither inferred, bad nor dropped: still in the pipeline."""
+        return max(self.frames_in - self.frames_inferred - self.frames_bad - self.frames_dropped, 0)
 
     def summary(self) -> dict[str, object]:
         """Counts, FPS, latency and the share of wall time in each stage."""
         wall = self.wall or float("nan")
-        lat = self.latencies_ms
-        out = {k: v for k, v in asdict(self).items() if k != "latencies_ms"}
+        lat, queue = self.latencies_ms, self.queue_ms
+        out = {k: v for k, v in asdict(self).items() if k not in ("latencies_ms", "queue_ms")}
         out.update(
-            frames_dropped=self.frames_dropped,
+            frames_queued=self.frames_queued,
             frames_undecodable=self.frames_bad + self.decode_errors,
             fps=self.frames_inferred / wall if self.wall else 0.0,
             latency_ms_median=statistics.median(lat) if lat else None,
             latency_ms_p95=float(np.percentile(lat, 95)) if lat else None,
+            queue_ms_median=statistics.median(queue) if queue else None,
             share_inference=self.infer / wall,
             share_pre=self.pre / wall,
             share_post=self.post / wall,
@@ -76,48 +95,108 @@ class StreamStats:
         latency = (
             "-"
             if s["latency_ms_median"] is None
-            else f"{s['latency_ms_median']:.0f} ms (p95 {s['latency_ms_p95']:.0f})"
+            else f"{s['latency_ms_median']:.0f} ms (p95 {s['latency_ms_p95']:.0f}, from {self.latency_from})"
         )
         return (
-            f"in {self.frames_in} inferred {self.frames_inferred} dropped {s['frames_dropped']} "
-            f"undecodable {s['frames_undecodable']} anomalies {self.anomalies} reconnects {self.reconnects} | "
-            f"{s['fps']:.1f} fps | latency {latency} | time: inference {s['share_inference']:.0%} "
-            f"pre {s['share_pre']:.0%} post {s['share_post']:.0%} overlay {s['share_overlay']:.0%} "
-            f"encoder {s['share_encoder_push']:.0%} events {s['share_events']:.0%} "
+            f"in {self.frames_in} inferred {self.frames_inferred} dropped {self.frames_dropped} "
+            f"queued {s['frames_queued']} undecodable {s['frames_undecodable']} anomalies {self.anomalies} "
+            f"reconnects {self.reconnects} | {s['fps']:.1f} fps | latency {latency} | time: inference "
+            f"{s['share_inference']:.0%} pre {s['share_pre']:.0%} post {s['share_post']:.0%} overlay "
+            f"{s['share_overlay']:.0%} encoder {s['share_encoder_push']:.0%} events {s['share_events']:.0%} "
             f"waiting for frames {s['share_pipeline_wait']:.0%}"
         )
 
 
-class FrameClock:
-    """Frame numbers and arrival times, recorded where frames enter the stream (a pad probe).
+ARRIVED, LEFT_QUEUE, AT_SINK = 0, 1, 2  # how far a pending frame has gone (FrameClock)
 
-    The probe runs in a streaming thread; the loop looks a frame up by its timestamp when it
-    pulls it. Frames the appsink dropped are skipped over, so numbers count every arriving frame.
+
+@dataclass
+class _Pending:
+    pts: int
+    index: int
+    arrival: float
+    stage: int = ARRIVED
+
+
+class FrameClock:
+    """Frame numbers and arrival times, recorded where frames enter the stream (a pad probe), and drops.
+
+    The probes run in streaming threads; the loop looks a frame up by its timestamp when it pulls it.
+    Frames pass the pipeline in order, so the frames that arrived before the one pulled and were never
+    pulled themselves were dropped (by the leaky queue or the appsink of a live source): `dropped`
+    counts them, and numbers count every arriving frame. A frame whose timestamp was never seen (an
+    element that re-stamps) leaves the pending ones alone: they are not counted as dropped on a guess.
+
+    When a live run stops, the frames since the last one pulled are either still in the pipeline or
+    were dropped in the meantime; `settle` tells them apart from how far each got (probes after the
+    queue and at the appsink: `left_queue`, `at_sink`).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: deque[tuple[int, int, float]] = deque()  # (pts, index, arrival)
+        self._pending: deque[_Pending] = deque()
         self.count = 0
+        self.dropped = 0
 
     def arrived(self, pts: int) -> None:
         with self._lock:
-            self._pending.append((pts, self.count, time.perf_counter()))
+            self._pending.append(_Pending(pts, self.count, time.perf_counter()))
             self.count += 1
 
-    def lookup(self, pts: int) -> tuple[int, float]:
-        """(frame index, arrival time) of the frame with this timestamp; older entries are forgotten."""
+    def _advance(self, pts: int, stage: int) -> None:
         with self._lock:
-            while self._pending:
-                entry = self._pending.popleft()
-                if entry[0] == pts:
-                    return entry[1], entry[2]
+            for entry in self._pending:
+                if entry.pts == pts and entry.stage < stage:
+                    entry.stage = stage
+                    return
+
+    def left_queue(self, pts: int) -> None:
+        """The frame left the input queue (the appsink is next)."""
+        self._advance(pts, LEFT_QUEUE)
+
+    def at_sink(self, pts: int) -> None:
+        """The frame reached the appsink."""
+        self._advance(pts, AT_SINK)
+
+    def lookup(self, pts: int) -> tuple[int, float]:
+        """(frame index, arrival time) of the frame with this timestamp; the ones before it were dropped."""
+        with self._lock:
+            for position, entry in enumerate(self._pending):
+                if entry.pts == pts:
+                    for _ in range(position + 1):
+                        self._pending.popleft()
+                    self.dropped += position
+                    return entry.index, entry.arrival
+            while len(self._pending) > MAX_PENDING:  # unmatched timestamps must not grow it forever
+                self._pending.popleft()
             return self.count - 1, time.perf_counter()
 
     def reset_pending(self) -> None:
-        """A rebuilt source restarts its timestamps: forget the old ones (numbers keep counting)."""
+        """A rebuilt source restarts its timestamps: the old one's pending frames went with it (dropped)."""
         with self._lock:
+            self.dropped += len(self._pending)
             self._pending.clear()
+
+    def settle(self, queue_capacity: int) -> int:
+        """Once a live source's pipeline has stopped: count the pending frames it had dropped; return how many
+        it still held (queued, not inferred because the run stopped).
+
+        Held: the newest frame at the appsink (it keeps one, drop=true), any between the queue and the
+        appsink, and the newest `queue_capacity` of those still waiting in the leaky queue after the last
+        one to leave it (it drops the oldest when full). The rest were dropped.
+        """
+        with self._lock:
+            entries = list(self._pending)
+            self._pending.clear()
+        stages = [e.stage for e in entries]
+        newest_at_sink = max((i for i, stage in enumerate(stages) if stage == AT_SINK), default=-1)
+        last_left = max((i for i, stage in enumerate(stages) if stage != ARRIVED), default=-1)
+        in_transit = sum(stage == LEFT_QUEUE for stage in stages[newest_at_sink + 1 :])
+        waiting = len(entries) - last_left - 1
+        held = int(newest_at_sink >= 0) + in_transit + min(queue_capacity, waiting)
+        with self._lock:
+            self.dropped += len(entries) - held
+        return held
 
 
 class DecodeWatch:

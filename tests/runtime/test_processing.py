@@ -16,12 +16,14 @@ from mmad.runtime.processing import (
     Roi,
     anomalous_regions,
     draw_overlay,
+    find_regions,
     heat_colors,
     inspect,
     map_to_frame,
     model_input,
     parse_roi,
     region_contours,
+    region_threshold,
     score_from_map,
 )
 
@@ -127,6 +129,67 @@ def test_overlay_changes_only_the_roi_and_keeps_shape():
     assert not np.array_equal(out[35:85, 45:115], frame[35:85, 45:115])
 
 
+def _defect_and_hot_spot_map() -> np.ndarray:
+    """A defect (peak 0.9) and a good hot spot (peak 0.3, over a pixel threshold of 0.2 but under 0.5)."""
+    m = np.full((100, 150), 0.05, np.float32)
+    m[20:40, 10:40] = 0.4
+    m[25:35, 20:30] = 0.9
+    m[60:80, 100:120] = 0.3
+    return m
+
+
+def test_regions_are_seeded_by_the_image_threshold():
+    """The pixel threshold draws a defect's extent; a region without a pixel over the image threshold is no defect."""
+    m = _defect_and_hot_spot_map()
+    assert len(anomalous_regions(m, 0.2)) == 2  # no seed: every region over the pixel threshold
+    regions, mask = find_regions(m, 0.2, seed=0.5)
+    assert [(r.x, r.y, r.w, r.h, r.area) for r in regions] == [(10, 20, 30, 20, 600)]  # all of it, not just > 0.5
+    assert mask.sum() == 600 and mask[25, 20] and not mask[70, 110]
+    # The strongest region is kept even when the resized map peaks under the seed (the model's score is over it).
+    assert len(find_regions(m * 0.5, 0.1, seed=0.5)[0]) == 1
+
+
+def test_inspect_draws_regions_above_the_pixel_threshold_on_anomalous_frames_only():
+    m = _defect_and_hot_spot_map()
+    roi = Roi(0, 0, 150, 100)
+    hit = inspect(m, 0.9, 0.5, roi, m.shape, pixel_threshold=0.2)
+    assert hit.anomalous and hit.pixel_threshold == 0.2 and len(hit.regions) == 1 and hit.regions[0].area == 600
+    assert hit.region_mask.sum() == 600
+    calm = inspect(m * 0.5, 0.45, 0.5, roi, m.shape, pixel_threshold=0.2)  # a good frame with pixels over 0.2
+    assert not calm.anomalous and calm.regions == [] and calm.region_mask is None
+    legacy = inspect(m, 0.9, 0.5, roi, m.shape)  # no pixel threshold (older models): the image threshold
+    assert legacy.pixel_threshold == 0.5 and legacy.regions[0].area == 100
+
+
+def test_region_threshold_is_never_above_the_image_threshold():
+    assert (
+        region_threshold(0.5, None) == 0.5 and region_threshold(0.5, 0.2) == 0.2 and region_threshold(0.1, 0.2) == 0.1
+    )
+
+
+def test_regions_overlay_leaves_a_good_frame_untouched_and_colours_only_the_defect():
+    rng = np.random.default_rng(2)
+    frame = rng.integers(0, 256, (100, 150, 3), dtype=np.uint8)
+    label = np.zeros(frame.shape[:2], bool)
+    label[:40, :120] = True  # where the score is written
+    roi = Roi(0, 0, 150, 100)
+    m = _defect_and_hot_spot_map()
+    calm = inspect(m * 0.5, 0.45, 0.5, roi, m.shape, pixel_threshold=0.2)
+    out = draw_overlay(frame, calm.frame_map, 0.5, calm.score, [], roi, style="regions")
+    assert np.array_equal(out[~label], frame[~label])
+    heat = draw_overlay(frame, calm.frame_map, 0.5, calm.score, [], roi, style="heat")
+    assert not np.array_equal(heat[~label], frame[~label])  # the heat style tints the whole ROI
+    hit = inspect(m, 0.9, 0.5, roi, m.shape, pixel_threshold=0.2)
+    out = draw_overlay(
+        frame, hit.frame_map, 0.5, hit.score, hit.regions, roi, style="regions", region_mask=hit.region_mask
+    )
+    near = cv2.dilate(hit.region_mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)  # + outline, box
+    assert np.array_equal(out[~(near | label)], frame[~(near | label)])
+    assert not np.array_equal(out[hit.region_mask], frame[hit.region_mask])
+    with pytest.raises(ConfigError, match="overlay style"):
+        draw_overlay(frame, hit.frame_map, 0.5, hit.score, [], roi, style="sparkles")
+
+
 # --- metadata --------------------------------------------------------------------------------
 def test_model_info_from_metadata_reads_the_contract_keys():
     meta = {META_PREFIX + "threshold": "0.42", META_PREFIX + "image_size": "256", "other": "x"}
@@ -185,7 +248,7 @@ def test_events_are_flushed_line_by_line(tmp_path):
     second = json.loads(lines[1])
     assert second["frame"] == 1 and second["anomalous"] is True and second["source"] == "cam"
     assert second["regions"] and set(second["regions"][0]) == {"x", "y", "w", "h", "area", "peak"}
-    assert {"timestamp", "pts", "score", "threshold"} <= set(second)
+    assert {"timestamp", "pts", "score", "threshold", "pixel_threshold"} <= set(second)
     writer.close()
 
 
@@ -199,3 +262,50 @@ def test_anomaly_mode_writes_only_anomalies_and_torn_lines_are_skipped(tmp_path)
     assert [e["frame"] for e in read_events(path)] == [1, 3]
     with pytest.raises(ConfigError, match="events-mode"):
         EventWriter(tmp_path / "x.jsonl", mode="sometimes")
+
+
+# --- the synthetic model: regions where the defects are -----------------------------------------
+def _boxes_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def test_synthetic_model_draws_one_region_per_defect_and_none_on_good_frames(synthetic_onnx, tmp_path):
+    """Thresholds calibrated on the good frames (contract: fit_threshold, pixel_threshold from their maps)."""
+    from mmad.runtime.backends import load_backend
+    from mmad.runtime.contract import Calibration, file_sha256, fit_threshold, pixel_threshold, write_calibration
+    from mmad.runtime.inspector import FrameInspector
+    from mmad.runtime.processing import full_frame
+    from mmad.runtime.synthetic_video import render_frames
+
+    frames = list(render_frames(40, (320, 240), defect_frames=[3, 11, 19, 27, 35], seed=3))
+    with load_backend(synthetic_onnx) as plain:
+        size = (plain.info.height, plain.info.width)
+        good = np.stack([model_input(f, full_frame(f), size) for f, defect in frames if defect is None])
+        maps, scores = plain.infer(good)
+        metadata_inspector = FrameInspector(plain)
+        metadata_results = [metadata_inspector.inspect(f) for f, _ in frames]
+    fit = fit_threshold(scores)
+    calibration = Calibration(
+        fit.threshold,
+        pixel_threshold(maps),
+        vars(fit),
+        len(good),
+        "render_frames",
+        "onnxruntime",
+        file_sha256(synthetic_onnx),
+    )
+    path = write_calibration(tmp_path / "cam.calibration.json", calibration)
+    with load_backend(synthetic_onnx, calibration=path) as backend:
+        assert backend.info.pixel_threshold == calibration.pixel_threshold < fit.threshold
+        inspector = FrameInspector(backend)
+        calibrated_results = [inspector.inspect(f) for f, _ in frames]
+    # Good frames have pixels over the calibrated pixel threshold (a quantile, not the maximum), yet show no region.
+    assert (maps.reshape(len(maps), -1) > calibration.pixel_threshold).any(axis=1).mean() > 0.5
+    for results in (metadata_results, calibrated_results):
+        for (frame, defect), result in zip(frames, results, strict=True):
+            if defect is None:
+                assert not result.anomalous and result.regions == []
+                continue
+            assert result.anomalous and len(result.regions) == 1, result.regions
+            r = result.regions[0]
+            assert _boxes_overlap((r.x, r.y, r.w, r.h), defect.box)

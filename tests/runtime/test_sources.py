@@ -100,13 +100,61 @@ def test_frame_clock_numbers_every_arrival_and_skips_dropped_ones():
     assert clock.lookup(10)[0] == 0
     assert clock.lookup(40)[0] == 3  # 20 and 30 were dropped by the appsink
     assert clock.count == 4
+    assert clock.dropped == 2
+
+
+def test_frame_clock_counts_only_real_drops():
+    """Frames queued but not yet pulled are not dropped: --max-frames 3 on a file is "dropped 0", not "dropped 7"."""
+    clock = FrameClock()
+    for pts in range(10):  # a file's decoder runs ahead of inference
+        clock.arrived(pts)
+    assert [clock.lookup(pts)[0] for pts in (0, 1, 2)] == [0, 1, 2] and clock.dropped == 0
+    stats = StreamStats(frames_in=clock.count, frames_inferred=3, frames_dropped=clock.dropped)
+    assert stats.frames_queued == 7 and "in 10 inferred 3 dropped 0 queued 7" in stats.line()
+    assert clock.lookup(999)[0] == 9 and clock.dropped == 0  # a timestamp never seen: no guess at drops
+    clock.reset_pending()  # a rebuilt source: the old one's queued frames went with it
+    assert clock.dropped == 7
+
+
+def test_frame_clock_settles_a_stopped_live_source():
+    """At the stop: the newest frame at the appsink, one between queue and appsink and the queue's newest are held."""
+    clock = FrameClock()
+    for pts in range(10):
+        clock.arrived(pts)
+    clock.lookup(0)
+    for pts in (1, 2, 3, 4):  # 1..3 reached the appsink, which keeps only the newest (3); 4 is on its way
+        clock.left_queue(pts)
+    for pts in (1, 2, 3):
+        clock.at_sink(pts)
+    # 5..9 waited in a leaky queue of 2 after 4 left: 8 and 9 are in it, 5..7 were dropped.
+    assert clock.settle(queue_capacity=2) == 4 and clock.dropped == 2 + 3
+    assert clock.settle(queue_capacity=2) == 0  # nothing left to settle
+    calm = FrameClock()
+    for pts in range(3):
+        calm.arrived(pts)
+    calm.left_queue(0)
+    calm.at_sink(0)
+    assert calm.settle(queue_capacity=2) == 3 and calm.dropped == 0  # nothing was over capacity
 
 
 def test_stats_summary_shares_and_drops():
+    # frames_dropped is counted now (FrameClock.dropped), no longer in - inferred - bad: the 2 frames left over
+    # here are queued unless counted as dropped.
     s = StreamStats(
         frames_in=10, frames_inferred=7, frames_bad=1, wall=2.0, infer=1.0, wait=0.5, latencies_ms=[10.0, 20.0, 30.0]
     )
+    assert s.summary()["frames_dropped"] == 0 and s.summary()["frames_queued"] == 2
+    s.frames_dropped = 2
     out = s.summary()
-    assert out["frames_dropped"] == 2 and out["fps"] == 3.5
+    assert out["frames_dropped"] == 2 and out["fps"] == 3.5 and out["frames_queued"] == 0
     assert out["share_inference"] == 0.5 and out["share_pipeline_wait"] == 0.25 and out["latency_ms_median"] == 20.0
     assert "inferred 7 dropped 2" in s.line()
+
+
+def test_stats_record_the_thresholds_and_where_latency_is_measured_from():
+    s = StreamStats(threshold=0.4, pixel_threshold=0.25, threshold_source="calibration m.onnx.calibration.json")
+    s.latency_from, s.latencies_ms, s.queue_ms = "pull", [5.0], [40.0]
+    out = s.summary()
+    assert (out["threshold"], out["pixel_threshold"], out["threshold_source"]) == (0.4, 0.25, s.threshold_source)
+    assert out["latency_from"] == "pull" and out["queue_ms_median"] == 40.0 and "queue_ms" not in out
+    assert "from pull" in s.line()

@@ -323,10 +323,8 @@ def _python_loader_reason() -> str | None:
     return None
 
 
-def test_mmadinfer_element_in_gst_launch(data, tmp_path):
-    reason = _python_loader_reason()
-    if reason:
-        pytest.skip(reason)
+def run_mmadinfer(data, tmp_path, out: Path, properties: str = "") -> subprocess.CompletedProcess:
+    """gst-launch-1.0 -m: the video through `mmadinfer model=... PROPERTIES` into an H.264 file."""
     from mmad.runtime.gst_util import plugin_environment
 
     env = {**ENV, **plugin_environment(tmp_path / "shim")}
@@ -334,15 +332,22 @@ def test_mmadinfer_element_in_gst_launch(data, tmp_path):
         [str(Path(sys.executable).parent), env.get("PATH", "")]
     )  # the loader embeds this Python
     env["GST_REGISTRY"] = str(tmp_path / "registry.bin")  # a fresh scan that sees GST_PLUGIN_PATH
-    out = tmp_path / "element.mp4"
     pipeline = (
         f"filesrc location={data['video']} ! decodebin ! videoconvert ! video/x-raw,format=RGB "
-        f"! mmadinfer model={data['model']} ! videoconvert ! x264enc speed-preset=ultrafast ! mp4mux "
+        f"! mmadinfer model={data['model']} {properties} ! videoconvert ! x264enc speed-preset=ultrafast ! mp4mux "
         f"! filesink location={out}"
     )
-    result = subprocess.run(
+    return subprocess.run(
         ["gst-launch-1.0", "-m", *pipeline.split()], capture_output=True, text=True, timeout=120, env=env
     )
+
+
+def test_mmadinfer_element_in_gst_launch(data, tmp_path):
+    reason = _python_loader_reason()
+    if reason:
+        pytest.skip(reason)
+    out = tmp_path / "element.mp4"
+    result = run_mmadinfer(data, tmp_path, out)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     messages = [line for line in result.stdout.splitlines() if "mmad-inspection" in line]
     assert len(messages) == N_FRAMES
@@ -351,3 +356,20 @@ def test_mmadinfer_element_in_gst_launch(data, tmp_path):
     ]
     assert anomalous == data["truth"]["defect_frames"]
     assert count_frames(out) == N_FRAMES
+    assert "threshold 0.35 (model metadata" in result.stdout + result.stderr  # the info message at start
+
+
+def test_mmadinfer_reads_a_calibration_file(data, tmp_path):
+    """The `calibration` property: a calibrated threshold over every score flags nothing; overlay-style is set."""
+    reason = _python_loader_reason()
+    if reason:
+        pytest.skip(reason)
+    from mmad.runtime.contract import Calibration, file_sha256, write_calibration
+
+    cal = Calibration(5.0, 4.0, {"rule": "gumbel"}, 40, "test", "onnxruntime", file_sha256(data["model"]))
+    path = write_calibration(tmp_path / "cam.calibration.json", cal)
+    result = run_mmadinfer(data, tmp_path, tmp_path / "calibrated.mp4", f"calibration={path} overlay-style=heat")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    messages = [line for line in result.stdout.splitlines() if "mmad-inspection" in line]
+    assert len(messages) == N_FRAMES and not any("anomalous=(boolean)true" in m for m in messages)
+    assert "cam.calibration.json" in result.stdout + result.stderr

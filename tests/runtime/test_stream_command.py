@@ -19,7 +19,10 @@ FLAGS = {
     "--save-anomalies",
     "--roi",
     "--threshold",
+    "--calibration",
+    "--category",
     "--display",
+    "--overlay-style",
     "--backend",
     "--op-library",
     "--plugin-library",
@@ -55,3 +58,20 @@ def test_options_fill_the_stream_config():
     unchanged = ("out", "backend", "stats_interval", "reconnect_attempts", "op_library", "stall_timeout")
     assert all(getattr(config, f) == getattr(defaults, f) for f in unchanged)
     assert {f.name for f in dataclasses.fields(StreamConfig)} >= {"backoff_initial", "durable_events"}
+
+
+def test_calibration_category_and_overlay_style_options():
+    args = stream_parser().parse_args(
+        ["--model", "m.onnx", "--source", "test", "--calibration", "cam.json", "--category", "bottle"]
+    )
+    config = config_from_args(StreamConfig, args)
+    assert (config.calibration, config.category, config.overlay_style) == ("cam.json", "bottle", "regions")
+    defaults = StreamConfig(model="m.onnx", source="test")
+    assert defaults.calibration is None and defaults.category is None  # None: the default file, else the metadata
+    assert (
+        config_from_args(
+            StreamConfig,
+            stream_parser().parse_args(["--model", "m.onnx", "--source", "test", "--overlay-style", "heat"]),
+        ).overlay_style
+        == "heat"
+    )
