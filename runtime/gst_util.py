@@ -40,9 +40,19 @@ def import_gst():
             f"GStreamer from Python is not available ({err}); install GStreamer with its introspection data "
             "(Debian: gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0) and PyGObject (pip install 'mmad-edge[gst]')"
         ) from None
+    _give_the_plugin_scanner_gst_overrides()
     Gst.init(None)
     _GST = Gst
     return Gst
+
+
+def _give_the_plugin_scanner_gst_overrides() -> None:
+    """Gst.init may start gst-plugin-scanner, which loads gst-python's loader into this venv's Python;
+    without the Gst overrides there, the loader prints "gi.repository.Gst is no dict" and the registry caches
+    the failure. The shim on PYTHONPATH reaches only child processes: this one has imported gi already."""
+    shim_path = plugin_environment().get("PYTHONPATH")
+    if shim_path:
+        os.environ["PYTHONPATH"] = shim_path
 
 
 def _load_onnxruntime_first() -> None:

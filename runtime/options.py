@@ -209,4 +209,8 @@ def threads_option() -> Any:
 
 
 def threshold_option() -> Any:
-    return option(None, flag="--threshold", help="image anomaly threshold (default: the model's metadata)")
+    return option(
+        None,
+        flag="--threshold",
+        help="image anomaly threshold (default: the calibration file beside the model, else the model's metadata)",
+    )

@@ -67,7 +67,10 @@ def time_backend(
         maps, scores = backend.infer(inputs)
         t2 = time.perf_counter()
         for j, f in enumerate(chosen):
-            inspect(maps[j], float(scores[j]), threshold, full_frame(f), f.shape)
+            inspect(
+                maps[j], float(scores[j]), threshold, full_frame(f), f.shape,
+                pixel_threshold=backend.info.pixel_threshold,
+            )  # fmt: skip
         t3 = time.perf_counter()
         if it >= 0:
             samples[it] = (t1 - t0, t2 - t1, t3 - t2)
