@@ -49,8 +49,13 @@ def import_gst():
 def _give_the_plugin_scanner_gst_overrides() -> None:
     """Gst.init may start gst-plugin-scanner, which loads gst-python's loader into this venv's Python;
     without the Gst overrides there, the loader prints "gi.repository.Gst is no dict" and the registry caches
-    the failure. The shim on PYTHONPATH reaches only child processes: this one has imported gi already."""
-    shim_path = plugin_environment().get("PYTHONPATH")
+    the failure. The shim on PYTHONPATH reaches only child processes: this one has imported gi already.
+    The shim only silences that warning, so a cache folder that cannot be written (read-only home) must not
+    stop GStreamer from starting."""
+    try:
+        shim_path = plugin_environment().get("PYTHONPATH")
+    except OSError:
+        return
     if shim_path:
         os.environ["PYTHONPATH"] = shim_path
 
