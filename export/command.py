@@ -83,6 +83,12 @@ class EngineRequest:
         DEFAULT_BATCH, parse=parse_batch, metavar="MIN,OPT,MAX", help="the engine's dynamic batch range"
     )
     workspace_mb: int = option(DEFAULT_WORKSPACE_MB, flag="--workspace", metavar="MB", help="builder workspace in MB")
+    timing_cache: Path | None = option(
+        None,
+        metavar="FILE",
+        help="TensorRT timing cache, read before and written after the build so that rebuilds skip the kernel "
+        "timing (default: tensorrt_timing.cache beside the engine)",
+    )
 
 
 # --- The scripts ------------------------------------------------------------------------------------

@@ -2,10 +2,13 @@
 
     python export/to_trt.py --onnx model.onnx --out model.engine [--precision fp32|fp16|int8]
         [--plugin-library libmmad_trt_plugins.so] [--calib-data DIR ...] [--batch MIN,OPT,MAX] [--workspace MB]
+        [--timing-cache FILE]
 
 Writes the engine and its sidecar `<engine>.json` (TensorRT version, GPU, precision, plugin hash,
 input shapes, threshold, metadata). TensorRT 10.x and 11.x; see mmad.export.trt_engine. The plugin
-library is --plugin-library, else $MMAD_TRT_PLUGIN. The options are EngineRequest's
+library is --plugin-library, else $MMAD_TRT_PLUGIN, else the installed one (/opt/mmad/lib); it is
+never serialised into the engine. Rebuilds reuse the kernel timings in the timing cache (default
+tensorrt_timing.cache beside the engine). The options are EngineRequest's
 (mmad.export.command); `mmad export trt` takes the same.
 Exit codes: 0 built; 2 bad request or environment (no TensorRT, no GPU, plugin missing or for
 another TensorRT, ONNX missing/corrupt/without metadata, INT8 without calibration data);

@@ -37,10 +37,14 @@ from mmad.runtime.contract import (
     OUTPUT_MAP,
     OUTPUT_SCORE,
     PLUGIN_ENV,
+    PLUGIN_INSTALL_DIR,
     EngineSidecar,
     file_sha256,
     write_sidecar,
 )
+from mmad.runtime.errors import ConfigError
+
+TIMING_CACHE_NAME = "tensorrt_timing.cache"  # beside the engine unless --timing-cache names another file
 
 
 class NoGPU(ExportError):
@@ -94,7 +98,7 @@ def check_request(request: EngineRequest) -> CheckedRequest:
         if not Path(folder).is_dir():
             raise ExportError(f"--calib-data {folder}: no such folder")
     custom_op = bool(scan_nodes(model))
-    plugin = resolve_plugin_library(request.plugin_library)  # --plugin-library, else $MMAD_TRT_PLUGIN
+    plugin = resolve_plugin_library(request.plugin_library)  # --plugin-library, $MMAD_TRT_PLUGIN, installed
     if custom_op and plugin is None:
         raise ExportError(
             f"{request.onnx} uses the SelectiveScan op: give its TensorRT plugin with --plugin-library "
@@ -109,23 +113,19 @@ def check_request(request: EngineRequest) -> CheckedRequest:
 
 # --- TensorRT and the GPU ------------------------------------------------------------------------------
 def gpu_info() -> tuple[str, str]:
-    """(name, compute capability "major.minor") of CUDA device 0, through cuda-python; NoGPU when none."""
+    """(name, compute capability "major.minor") of the current CUDA device, through the runtime backend's
+    device memory (Polygraphy's libcudart wrapper, else pycuda); NoGPU when none can be reached."""
+    from mmad.runtime.backends.cuda_memory import cuda_memory
+
     try:
-        try:
-            from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-        except ImportError:
-            from cuda import cudart  # older cuda-python
-    except ImportError:
-        raise NoGPU("cannot query the GPU: cuda-python is not installed (pip install cuda-python)") from None
-    err, count = cudart.cudaGetDeviceCount()
-    if err != cudart.cudaError_t.cudaSuccess or count == 0:
-        reason = cudart.cudaGetErrorString(err)[1].decode() if err != cudart.cudaError_t.cudaSuccess else "0 devices"
-        raise NoGPU(f"no CUDA GPU available ({reason}): TensorRT builds an engine for the GPU it runs on")
-    err, props = cudart.cudaGetDeviceProperties(0)
-    if err != cudart.cudaError_t.cudaSuccess:
-        raise NoGPU(f"cannot read the GPU's properties: {cudart.cudaGetErrorString(err)[1].decode()}")
-    name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-    return name.rstrip("\x00"), f"{props.major}.{props.minor}"
+        memory = cuda_memory()
+    except ConfigError as err:
+        raise NoGPU(f"no CUDA GPU available: TensorRT builds an engine for the GPU it runs on ({err})") from None
+    try:
+        with memory.current():
+            return memory.device_facts()
+    finally:
+        memory.close()
 
 
 # --- Preparing the ONNX the build reads -----------------------------------------------------------------
@@ -158,24 +158,38 @@ def _network_flags(trt, strongly_typed: bool) -> int:
     return (1 << int(flag)) if strongly_typed and flag is not None else 0
 
 
-def build_engine(checked: CheckedRequest, log: Callable[[str], None] = print) -> EngineSidecar:
-    """Build and write the engine and its sidecar; returns the sidecar. Needs TensorRT and a GPU."""
-    trt = import_tensorrt()
-    major = tensorrt_major(trt)
-    gpu, capability = gpu_info()
-    req = checked.request
-    logger = trt.Logger(trt.Logger.WARNING)
-    if checked.plugin is not None:
-        load_plugin_library(trt, checked.plugin)
-    strongly_typed = major >= 11
-    source = prepare_onnx(checked, strongly_typed, log)
+def timing_cache_path(request: EngineRequest) -> Path:
+    """--timing-cache, else tensorrt_timing.cache beside the engine (engines of one device share a folder)."""
+    return Path(request.timing_cache) if request.timing_cache else request.out.with_name(TIMING_CACHE_NAME)
 
-    builder = trt.Builder(logger)
-    network = builder.create_network(_network_flags(trt, strongly_typed))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(source)):
-        errors = "\n".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise EngineBuildError(f"TensorRT cannot parse {source}:\n{errors}")
+
+def attach_timing_cache(config, path: Path, log: Callable[[str], None]):
+    """Give the builder the timing cache in `path` (an empty one when there is none, or TensorRT finds it was
+    made for another device or release): kernels timed in an earlier build are not timed again."""
+    data = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    if not config.set_timing_cache(cache, False):  # False: refuse a cache made on another device or release
+        log(f"timing cache {path} is for another GPU or TensorRT; starting a new one")
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, False)
+    elif data:
+        log(f"timing cache {path}: reusing the kernel timings of earlier builds")
+    return cache
+
+
+def save_timing_cache(config, path: Path) -> None:
+    """Write the builder's timing cache (with this build's timings) to `path`, whole or not at all."""
+    data = bytes(config.get_timing_cache().serialize())
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def builder_config(trt, builder, checked: CheckedRequest, strongly_typed: bool):
+    """The builder configuration: workspace, precision flags (weakly typed networks only), the batch profile.
+    Engines never get plugins to serialise (setPluginsToSerialize): the runtime loads the library itself,
+    and TensorRT refuses an engine carrying a copy of a library already loaded (tensorrt_plugin's rule)."""
+    req = checked.request
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, req.workspace_mb << 20)
     if not strongly_typed:
@@ -185,9 +199,38 @@ def build_engine(checked: CheckedRequest, log: Callable[[str], None] = print) ->
             config.set_flag(trt.BuilderFlag.INT8)  # explicit quantisation: the Q/DQ scales of the graph
     size = checked.image_size
     profile = builder.create_optimization_profile()
-    shapes = [(b, size, size, 3) for b in req.batch]
-    profile.set_shape(INPUT_NAME, *shapes)
+    profile.set_shape(INPUT_NAME, *[(b, size, size, 3) for b in req.batch])
     config.add_optimization_profile(profile)
+    return config
+
+
+# Why not Polygraphy's builder loaders (NetworkFromOnnxPath, CreateConfig, EngineBytesFromNetwork; Polygraphy
+# 0.53 read for this): LoadPlugins opens a library with ctypes, which never calls its getCreators (TensorRT's
+# loadLibrary does, once per process: tensorrt_plugin's rule); CreateConfig ignores what set_timing_cache
+# returns, so a cache from another GPU or TensorRT release is silently not used (attach_timing_cache replaces
+# it); its fp16/int8 options set builder flags that TensorRT 11 no longer has (strongly typed networks take the
+# precision from the graph, prepare_onnx). What is left to replace is the ~20 lines of network, parser and
+# profile below. Device memory does use Polygraphy (mmad.runtime.backends.cuda_memory).
+def build_engine(checked: CheckedRequest, log: Callable[[str], None] = print) -> EngineSidecar:
+    """Build and write the engine and its sidecar; returns the sidecar. Needs TensorRT and a GPU."""
+    trt = import_tensorrt()
+    strongly_typed = tensorrt_major(trt) >= 11
+    gpu, capability = gpu_info()
+    req = checked.request
+    logger = trt.Logger(trt.Logger.WARNING)
+    if checked.plugin is not None:
+        load_plugin_library(trt, checked.plugin)  # once per process: bench builds fp32, fp16 and int8 in one
+    source = prepare_onnx(checked, strongly_typed, log)
+
+    builder = trt.Builder(logger)
+    network = builder.create_network(_network_flags(trt, strongly_typed))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(source)):
+        errors = "\n".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EngineBuildError(f"TensorRT cannot parse {source}:\n{errors}")
+    config = builder_config(trt, builder, checked, strongly_typed)
+    cache_file = timing_cache_path(req)
+    attach_timing_cache(config, cache_file, log)
     log(
         f"building {req.out} with TensorRT {trt.__version__} on {gpu} (sm {capability}), {checked.precision}, "
         f"batch {req.batch[0]}..{req.batch[2]} (opt {req.batch[1]})"
@@ -201,8 +244,14 @@ def build_engine(checked: CheckedRequest, log: Callable[[str], None] = print) ->
         raise EngineBuildError(f"the engine's I/O {sorted(names)} lacks {INPUT_NAME}/{OUTPUT_MAP}/{OUTPUT_SCORE}")
     req.out.parent.mkdir(parents=True, exist_ok=True)
     req.out.write_bytes(bytes(serialized))
+    save_timing_cache(config, cache_file)
     sidecar = sidecar_for(checked, trt.__version__, gpu, capability, strongly_typed, source)
     write_sidecar(req.out, sidecar)
+    if sidecar.plugin_library and Path(sidecar.plugin_library).is_absolute():
+        log(
+            f"note: {sidecar.plugin_library} is outside the engine's folder: the runtime loads it only when named "
+            f"(--plugin-library or ${PLUGIN_ENV}), from {PLUGIN_INSTALL_DIR}, or when copied beside the engine"
+        )
     return sidecar
 
 

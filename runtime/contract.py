@@ -11,17 +11,22 @@ plugins/selective_scan/README.md; the model it belongs to is described in traini
     Model metadata           META_*: one writer (metadata_props) and one reader (read_metadata)
     Engine sidecar           EngineSidecar: one writer (write_sidecar) and one reader (read_sidecar)
     Tolerances               SCAN_TOL_*, MODEL_TOL_*, relative_max_diff()
-    Thresholds               THRESHOLD_*: the keys a checkpoint stores, deployment_threshold(), fit_threshold()
+    Thresholds               THRESHOLD_*: the keys a checkpoint stores, deployment_threshold(), fit_threshold(),
+                             check_threshold() (finite, in the score's range: META "score_range")
     Calibration file         Calibration: one writer (write_calibration), one reader (read_calibration)
+    Files written whole      atomic_write() (a temporary file beside the target, then os.replace)
     File identity            file_sha256()
-    Plugin location          PLUGIN_ENV
+    Plugin location          PLUGIN_ENV, PLUGIN_LIBRARY_NAME, PLUGIN_INSTALL_DIR (the trusted installed folder)
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import math
+import os
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -156,6 +161,10 @@ def read_metadata(props: Mapping[str, object]) -> dict[str, str]:
 # An engine only runs on the TensorRT release and GPU it was built for, and carries no metadata of
 # its own, so the exporter writes `<engine>.json` beside it.
 PLUGIN_ENV = "MMAD_TRT_PLUGIN"  # where the SelectiveScan TensorRT plugin library is, when not given
+# The plugin library's file name, and the folder an installation puts it in (the Docker images, samples/install.sh):
+# a sidecar may name a library there or in the engine's own folder (see mmad.runtime.backends.tensorrt_plugin).
+PLUGIN_LIBRARY_NAME = "libmmad_trt_plugins.so"
+PLUGIN_INSTALL_DIR = Path("/opt/mmad/lib")
 
 
 @dataclass(frozen=True)
@@ -227,17 +236,33 @@ def read_sidecar(engine: Path) -> EngineSidecar:
     if not isinstance(obj, dict) or not isinstance(obj.get("metadata", {}), dict):
         raise ConfigError(f"{path}: expected a JSON object with a 'metadata' object")
     known = {f for f in EngineSidecar.__dataclass_fields__ if f != "path"}
-    values = {k: v for k, v in obj.items() if k in known}
-    for key in ("tensorrt_version", "gpu", "compute_capability", "precision", "plugin_library", "plugin_sha256"):
-        if values.get(key) is not None:
-            values[key] = str(values[key])
-    if not isinstance(values.get("input", {}), dict):
-        raise ConfigError(f"{path}: 'input' must be a JSON object")
-    if values.get("threshold") is not None and not isinstance(values["threshold"], (int, float)):
-        raise ConfigError(f"{path}: 'threshold' must be a number, got {values['threshold']!r}")
-    values["hardware_compatibility"] = str(values.get("hardware_compatibility") or "none")
+    values = {k: v for k, v in obj.items() if k in known and v is not None}
+    for key, value in values.items():
+        _check_sidecar_field(path, key, value)
     values["metadata"] = read_metadata(obj.get("metadata", {}))
     return EngineSidecar(path=path, **values)
+
+
+# What each sidecar field must hold (null is allowed for all; hardware_compatibility then reads "none").
+HARDWARE_COMPATIBILITY = ("none", "ampere+", "same_compute_capability")
+_TEXT = (lambda v: isinstance(v, str), "a string")
+_SIDECAR_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
+    **dict.fromkeys(("tensorrt_version", "gpu", "compute_capability", "precision", "plugin_library", "onnx"), _TEXT),
+    "onnx_sha256": _TEXT,
+    "plugin_sha256": (lambda v: isinstance(v, str) and len(v) == 64 and set(v) <= set("0123456789abcdef"), "a sha256"),
+    "hardware_compatibility": (lambda v: v in HARDWARE_COMPATIBILITY, "one of " + ", ".join(HARDWARE_COMPATIBILITY)),
+    "strongly_typed": (lambda v: isinstance(v, bool), "true or false"),
+    "input": (lambda v: isinstance(v, dict), "a JSON object"),
+    "metadata": (lambda v: isinstance(v, dict), "a JSON object"),
+    "threshold": (lambda v: type(v) in (int, float) and math.isfinite(v), "a finite number"),
+}
+
+
+def _check_sidecar_field(path: Path, key: str, value: object) -> None:
+    """ConfigError naming the file and the field when `value` is not what the writer puts in `key`."""
+    ok, expected = _SIDECAR_FIELDS[key]
+    if not ok(value):
+        raise ConfigError(f"{path}: engine sidecar field '{key}' must be {expected}, got {value!r}")
 
 
 # --- Thresholds --------------------------------------------------------------------------------

@@ -60,11 +60,26 @@ def find_cmake() -> str | None:
     return shutil.which("cmake")
 
 
+# Where a CUDA toolkit's nvcc lives when it is not on PATH (a stock JetPack shell); CMakeLists.txt looks in the
+# same places.
+NVCC_DIRS = ("/usr/local/cuda/bin", "/opt/cuda/bin")
+
+
+def find_nvcc() -> str | None:
+    """The CUDA compiler the plugins' CMake build will use: $CUDACXX, else nvcc on PATH, else $CUDA_HOME/bin,
+    /usr/local/cuda/bin or /opt/cuda/bin; None when there is none."""
+    if os.environ.get("CUDACXX"):
+        return os.environ["CUDACXX"] if os.access(os.environ["CUDACXX"], os.X_OK) else None
+    dirs = [f"{os.environ['CUDA_HOME']}/bin"] if os.environ.get("CUDA_HOME") else []
+    return shutil.which("nvcc") or shutil.which("nvcc", path=os.pathsep.join(dirs + list(NVCC_DIRS)))
+
+
 def tools_available(cuda: bool = True) -> str | None:
-    """None when cmake (and, with cuda, nvcc) are on PATH, else what is missing."""
-    tools = ("cmake", "nvcc") if cuda else ("cmake",)
-    missing = [tool for tool in tools if shutil.which(tool) is None]
-    return ", ".join(missing) + " not found on PATH" if missing else None
+    """None when cmake (and, with cuda, a CUDA compiler: find_nvcc()) are found, else what is missing."""
+    missing = [] if shutil.which("cmake") else ["cmake (not on PATH)"]
+    if cuda and find_nvcc() is None:
+        missing.append("nvcc (not on PATH, in $CUDA_HOME/bin, " + ", ".join(NVCC_DIRS) + ", and $CUDACXX unset)")
+    return ", ".join(missing) + " not found" if missing else None
 
 
 def _run(cmd: list[str], what: str, timeout: float | None) -> str:
@@ -110,7 +125,9 @@ def build(cfg: BuildConfig) -> tuple[Path, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build-dir", type=Path, default=PLUGINS_DIR / "build", help="CMake build folder")
-    parser.add_argument("--archs", default="87;90", help="CMAKE_CUDA_ARCHITECTURES")
+    parser.add_argument(
+        "--archs", default=None, help="CMAKE_CUDA_ARCHITECTURES (default: the project's list, plugins/CMakeLists.txt)"
+    )
     parser.add_argument("--cuda", default="AUTO", choices=("AUTO", "ON", "OFF"), help="MMAD_BUILD_CUDA")
     parser.add_argument("--trt-plugin", default="AUTO", choices=("AUTO", "ON", "OFF"), help="MMAD_BUILD_TRT_PLUGIN")
     parser.add_argument("--tensorrt-root", type=Path, default=None, help="TensorRT_ROOT (include/NvInferRuntime.h)")

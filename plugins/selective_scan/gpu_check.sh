@@ -35,10 +35,14 @@ if ! "$PY" -m pip install -q --no-deps --no-build-isolation -e . >"$OUT_DIR/pip.
     echo "pip install -e . failed (see pip.txt in the log); using PYTHONPATH=$shim" | tee -a "$OUT_DIR/pip.txt"
 fi
 
+# nvcc need not be on PATH (a stock JetPack shell): the build finds it as CMake does ($CUDACXX, PATH,
+# $CUDA_HOME/bin, /usr/local/cuda/bin, /opt/cuda/bin).
+NVCC=$("$PY" -c "from mmad.plugins.selective_scan.build import find_nvcc; print(find_nvcc() or '')")
+[ -n "$NVCC" ] || { echo "no CUDA compiler: nvcc is not on PATH, in \$CUDA_HOME/bin, /usr/local/cuda/bin or /opt/cuda/bin, and CUDACXX is not set"; exit 1; }
 {
     date -u
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
-    nvcc --version 2>&1 | tail -2
+    "$NVCC" --version 2>&1 | tail -2
     cmake --version 2>&1 | head -1
     "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))" 2>&1
     cat "$OUT_DIR/pip.txt"

@@ -1,20 +1,21 @@
 """TensorRT backend: a serialised engine, bound by tensor name, run on a CUDA stream.
 
 Written against the TensorRT 10/11 Python API (named I/O tensors: set_input_shape,
-set_tensor_address, execute_async_v3). Device memory comes from pycuda (JetPack's usual choice)
-or cuda-python (`cuda.bindings.runtime`, what TensorRT's own samples use), whichever is installed.
+set_tensor_address, execute_async_v3). Device memory comes from mmad.runtime.backends.cuda_memory
+(Polygraphy's libcudart wrapper, else pycuda), used inside its `current()` so that the backend can be
+created on one thread and run on another (GStreamer's streaming thread).
 
 An engine only runs on the TensorRT version and GPU architecture it was built for, so the exporter
 writes a JSON sidecar beside it, `<engine>.json` (the contract's EngineSidecar: TensorRT version,
 GPU and compute capability, hardware compatibility, plugin library, the model's metadata). It is
 checked against this machine before deserialising, so an engine built elsewhere fails with a
-sentence that says so instead of a deserialisation error. The SelectiveScan plugin library is found
-and loaded by mmad.runtime.backends.tensorrt_plugin, which the exporter uses too.
+sentence that says so instead of a deserialisation error. The SelectiveScan plugin library is chosen
+(only one the user trusts) and loaded by mmad.runtime.backends.tensorrt_plugin, which the exporter uses
+too, before the engine is deserialised; engines never carry the library themselves.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mmad.runtime.backends.base import Backend
+from mmad.runtime.backends.cuda_memory import cuda_memory
 from mmad.runtime.backends.tensorrt_plugin import import_tensorrt, load_plugin_library, resolve_plugin_library
 from mmad.runtime.contract import INPUT_NAME, OUTPUT_MAP, PLUGIN_ENV, EngineSidecar, read_sidecar
 from mmad.runtime.errors import ConfigError
@@ -69,164 +71,6 @@ def check_engine_compatibility(
     return []
 
 
-# --- Device memory: pycuda or cuda-python --------------------------------------------------------
-class CudaMemory:
-    """The few CUDA calls the backend needs: a stream, device and pinned host buffers, async copies."""
-
-    name = ""
-
-    def device_alloc(self, nbytes: int) -> int:
-        raise NotImplementedError
-
-    def pinned_empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        raise NotImplementedError
-
-    def copy_to_device(self, device_ptr: int, host: np.ndarray) -> None:
-        raise NotImplementedError
-
-    def copy_to_host(self, host: np.ndarray, device_ptr: int) -> None:
-        raise NotImplementedError
-
-    @property
-    def stream_handle(self) -> int:
-        raise NotImplementedError
-
-    def synchronize(self) -> None:
-        raise NotImplementedError
-
-    def device_facts(self) -> tuple[str, str]:
-        """(GPU name, compute capability 'major.minor') of the current device."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Free every buffer allocated through this object."""
-
-
-class PyCudaMemory(CudaMemory):
-    name = "pycuda"
-
-    def __init__(self) -> None:
-        import pycuda.autoprimaryctx  # noqa: F401  -- the primary context, the one TensorRT's runtime API uses
-        import pycuda.driver as cuda
-
-        self.cuda = cuda
-        self.stream = cuda.Stream()
-        self._device_buffers: list[object] = []
-
-    def device_alloc(self, nbytes: int) -> int:
-        buf = self.cuda.mem_alloc(max(nbytes, 1))
-        self._device_buffers.append(buf)  # kept alive here: freed when this object drops them
-        return int(buf)
-
-    def pinned_empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        return self.cuda.pagelocked_empty(shape, dtype)
-
-    def copy_to_device(self, device_ptr: int, host: np.ndarray) -> None:
-        self.cuda.memcpy_htod_async(device_ptr, host, self.stream)
-
-    def copy_to_host(self, host: np.ndarray, device_ptr: int) -> None:
-        self.cuda.memcpy_dtoh_async(host, device_ptr, self.stream)
-
-    @property
-    def stream_handle(self) -> int:
-        return self.stream.handle
-
-    def synchronize(self) -> None:
-        self.stream.synchronize()
-
-    def device_facts(self) -> tuple[str, str]:
-        device = self.cuda.Context.get_device()
-        major, minor = device.compute_capability()
-        return device.name(), f"{major}.{minor}"
-
-    def close(self) -> None:
-        for buf in self._device_buffers:
-            buf.free()
-        self._device_buffers.clear()
-
-
-def _import_cudart():
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        from cuda import cudart  # older cuda-python
-    return cudart
-
-
-class CudaPythonMemory(CudaMemory):
-    name = "cuda-python"
-
-    def __init__(self) -> None:
-        self.cudart = _import_cudart()
-        self.stream = self._check(self.cudart.cudaStreamCreate(), "cudaStreamCreate")
-        self._device_ptrs: list[int] = []
-        self._host_ptrs: list[int] = []
-
-    def _check(self, result: tuple, what: str):
-        """cuda-python returns (error, value...): raise on an error, return the value(s)."""
-        err, *values = result
-        if err != self.cudart.cudaError_t.cudaSuccess:
-            raise RuntimeError(f"{what} failed: {self.cudart.cudaGetErrorString(err)[1].decode()}")
-        return values[0] if len(values) == 1 else tuple(values)
-
-    def device_alloc(self, nbytes: int) -> int:
-        ptr = int(self._check(self.cudart.cudaMalloc(max(nbytes, 1)), "cudaMalloc"))
-        self._device_ptrs.append(ptr)
-        return ptr
-
-    def pinned_empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        ptr = int(self._check(self.cudart.cudaMallocHost(max(nbytes, 1)), "cudaMallocHost"))
-        self._host_ptrs.append(ptr)
-        raw = (ctypes.c_uint8 * max(nbytes, 1)).from_address(ptr)
-        return np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
-
-    def _copy(self, dst: int, src: int, nbytes: int, kind_name: str) -> None:
-        kind = getattr(self.cudart.cudaMemcpyKind, kind_name)
-        self._check(self.cudart.cudaMemcpyAsync(dst, src, nbytes, kind, self.stream), "cudaMemcpyAsync")
-
-    def copy_to_device(self, device_ptr: int, host: np.ndarray) -> None:
-        self._copy(device_ptr, host.ctypes.data, host.nbytes, "cudaMemcpyHostToDevice")
-
-    def copy_to_host(self, host: np.ndarray, device_ptr: int) -> None:
-        self._copy(host.ctypes.data, device_ptr, host.nbytes, "cudaMemcpyDeviceToHost")
-
-    @property
-    def stream_handle(self) -> int:
-        return int(self.stream)
-
-    def synchronize(self) -> None:
-        self._check(self.cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
-
-    def device_facts(self) -> tuple[str, str]:
-        device = self._check(self.cudart.cudaGetDevice(), "cudaGetDevice")
-        props = self._check(self.cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
-        name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
-        return name, f"{props.major}.{props.minor}"
-
-    def close(self) -> None:
-        for ptr in self._device_ptrs:
-            self.cudart.cudaFree(ptr)
-        for ptr in self._host_ptrs:
-            self.cudart.cudaFreeHost(ptr)
-        self._device_ptrs.clear()
-        self._host_ptrs.clear()
-        if self.stream is not None:
-            self.cudart.cudaStreamDestroy(self.stream)
-            self.stream = None
-
-
-def cuda_memory() -> CudaMemory:
-    """pycuda when installed, else cuda-python; ConfigError naming both when neither is."""
-    errors = []
-    for cls, module in ((PyCudaMemory, "pycuda"), (CudaPythonMemory, "cuda-python")):
-        try:
-            return cls()
-        except ImportError as err:
-            errors.append(f"{module}: {err}")
-    raise ConfigError("the TensorRT backend needs pycuda or cuda-python for device memory (" + "; ".join(errors) + ")")
-
-
 # --- The backend ---------------------------------------------------------------------------------
 @dataclass
 class _Binding:
@@ -245,8 +89,17 @@ class TensorRTBackend(Backend):
         trt = import_tensorrt()
         self.path = Path(path)
         self.trt = trt
-        self.cuda = cuda_memory()
         sidecar = read_sidecar(self.path)
+        self.cuda = cuda_memory()
+        try:
+            with self.cuda.current():
+                self._load(sidecar, plugin_library, allow_foreign_engine)
+        except BaseException:
+            self.cuda.close()
+            raise
+
+    def _load(self, sidecar: EngineSidecar, plugin_library: str | None, allow_foreign_engine: bool) -> None:
+        trt = self.trt
         self.gpu = self._check_where_built(sidecar, allow_foreign_engine)
         self.logger = trt.Logger(trt.Logger.WARNING)
         self._load_plugin(plugin_library, sidecar)
@@ -256,7 +109,8 @@ class TensorRTBackend(Backend):
         if self.engine is None:
             raise ConfigError(
                 f"{self.path}: TensorRT could not deserialise the engine (see its log above); it may have been "
-                "built elsewhere or need a plugin"
+                "built elsewhere, or carry its own copy of the plugin (trtexec --setPluginsToSerialize), which "
+                "TensorRT refuses once the library is loaded: build it with mmad export trt"
             )
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -331,10 +185,11 @@ class TensorRTBackend(Backend):
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         batch = self.check_batch(images)
         maps, scores = [], []
-        for start in range(0, batch.shape[0], self.max_batch):
-            m, s = self._infer_chunk(batch[start : start + self.max_batch])
-            maps.append(m)
-            scores.append(s)
+        with self.cuda.current():  # the caller's thread may not be the one that loaded the engine
+            for start in range(0, batch.shape[0], self.max_batch):
+                m, s = self._infer_chunk(batch[start : start + self.max_batch])
+                maps.append(m)
+                scores.append(s)
         return np.concatenate(maps), np.concatenate(scores)
 
     def _infer_chunk(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -359,7 +214,8 @@ class TensorRTBackend(Backend):
 
     def close(self) -> None:
         # Release in reverse order of creation: context and engine before the memory they point to.
-        self.context = None
-        self.engine = None
-        self.runtime = None
+        with self.cuda.current():
+            self.context = None
+            self.engine = None
+            self.runtime = None
         self.cuda.close()

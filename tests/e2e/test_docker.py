@@ -77,6 +77,8 @@ def test_jetson_image_is_jetpack6_sm87_and_has_no_pytorch():
     assert "-DCMAKE_CUDA_ARCHITECTURES=87" in runs and "-DMMAD_BUILD_TRT_PLUGIN=ON" in runs
     installs = re.findall(r"pip install [^&]*", runs)
     assert any('".[runtime,gst,tensorrt]"' in line for line in installs)
+    # Device memory through Polygraphy (JetPack's own libcudart), so no CUDA Python binding is pinned or installed.
+    assert "polygraphy.cuda" in runs and "cuda-python" not in runs
     assert not any(re.search(r"\btorch\b|\btrain\b|\bexport\]", line) for line in installs), installs
 
 

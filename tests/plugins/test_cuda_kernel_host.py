@@ -6,6 +6,7 @@ contract's tolerances, on every MMAD stage shape, odd lengths and B > 1, FP32 an
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,26 @@ def test_harness_rejects_groups_not_dividing_channels(harness, tmp_path):
     inputs = problems.make_inputs(Problem(1, 12, 10, ngroups=5), torch.float32)
     with pytest.raises(RuntimeError, match="must be >= 1 and divide D"):
         problems.run_host_harness(harness, tmp_path, inputs)
+
+
+def test_harness_rejects_more_chunks_than_the_grid_holds(harness, tmp_path):
+    """Issue 10.8: an explicit chunk length that cuts L into more than 65535 chunks (CUDA's gridDim.y limit) is
+    refused when planning, before anything is read or launched."""
+    seqlen = 32 * 65535 + 1  # chunk_len 32: 65536 chunks
+    proc = subprocess.run(
+        [str(harness), str(tmp_path), "1", "1", str(seqlen), "1", "1", "1", "f32", "32", "16"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2 and "exceed the grid's y limit (65535)" in proc.stderr, proc.stderr
+    proc = subprocess.run(  # one chunk fewer is planned (and then wants its inputs)
+        [str(harness), str(tmp_path), "1", "1", str(seqlen - 1), "1", "1", "1", "f32", "32", "16"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "grid" not in proc.stderr and ".bin" in proc.stderr, proc.stderr
 
 
 # ---- the C++ names equal the contract's ---------------------------------------------------------------------------

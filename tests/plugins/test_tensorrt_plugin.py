@@ -95,6 +95,14 @@ def test_probe_drives_creator_and_plugin(plugin_build):
     assert ident.group(3) == contract.SCAN_PLUGIN_NAMESPACE
     assert ident.group(4) == f"{contract.SCAN_ATTR_SOFTPLUS}:5"  # PluginFieldType::kINT32
     assert proc.stdout.count("\nok ") >= 30
+    # Issue 10.8: the multiprocessor count is the device's or nothing (never a made-up 1), and a launch that fails
+    # is an execution failure (kFAILED_EXECUTION), not a bad argument.
+    if int(re.search(r"devices=(\d+)", proc.stdout).group(1)) == 0:
+        assert "ok no device: nothing serialised, error logged" in proc.stdout
+        assert "ok no device: configurePlugin refused, error logged" in proc.stdout
+        assert "ok a failed launch reports an execution failure" in proc.stdout
+    else:
+        assert "ok the device's multiprocessor count serialised" in proc.stdout
 
 
 def test_registration_on_load_for_plain_dlopen(plugin_build):

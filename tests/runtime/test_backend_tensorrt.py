@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_tensorrt_standins import FakeTensorRT, HostPointers, PluginRegistry, plugin_library
 
 from mmad.runtime import contract
 from mmad.runtime.backends import load_backend, tensorrt_plugin
 from mmad.runtime.backends import tensorrt as trt_backend
+from mmad.runtime.backends.cuda_memory import CudaMemory
 from mmad.runtime.errors import ConfigError
 from mmad.runtime.synthetic import synthetic_model, synthetic_reference
 
@@ -78,54 +80,60 @@ def test_plugin_library_resolution(tmp_path, monkeypatch):
     resolve = tensorrt_plugin.resolve_plugin_library
     empty = contract.EngineSidecar()
     monkeypatch.delenv(contract.PLUGIN_ENV, raising=False)
+    monkeypatch.setattr(contract, "PLUGIN_INSTALL_DIR", tmp_path / "installed")
     assert resolve(None, empty) is None
     with pytest.raises(ConfigError, match="no such file"):
         resolve(str(tmp_path / "nope.so"), empty)
     lib = tmp_path / "libscan.so"
     lib.write_bytes(b"")
-    monkeypatch.setenv(contract.PLUGIN_ENV, str(lib))
-    assert resolve(None, empty) == lib
-    # The engine's sidecar comes before the variable; its path is relative to the sidecar's folder.
+    # The engine's sidecar: its path is relative to the sidecar's folder, and it must be the library the
+    # engine was built with (its sha256).
     (tmp_path / "engines").mkdir()
-    (tmp_path / "engines" / "libnear.so").write_bytes(b"")
-    sidecar = contract.EngineSidecar(path=tmp_path / "engines" / "m.engine.json", plugin_library="libnear.so")
-    assert resolve(None, sidecar) == tmp_path / "engines" / "libnear.so"
-    assert resolve(str(lib), sidecar) == lib
-    # The exporter has no sidecar: the explicit library, else the variable.
-    assert resolve(None) == lib
-
-
-def _registry_stand_in(answer):
-    """A tensorrt stand-in whose plugin registry answers load_library with `answer(path)`."""
-    import types
-
-    return types.SimpleNamespace(
-        __version__="10.3.0.26", get_plugin_registry=lambda: types.SimpleNamespace(load_library=answer)
+    near = tmp_path / "engines" / "libnear.so"
+    near.write_bytes(b"near")
+    sidecar = contract.EngineSidecar(
+        path=tmp_path / "engines" / "m.engine.json",
+        plugin_library="libnear.so",
+        plugin_sha256=contract.file_sha256(near),
     )
+    assert resolve(None, sidecar) == near
+    assert resolve(str(lib), sidecar) == lib
+    # The variable is named by the user, so it comes before the sidecar.
+    monkeypatch.setenv(contract.PLUGIN_ENV, str(lib))
+    assert resolve(None, empty) == lib and resolve(None, sidecar) == lib
+    # The exporter has no sidecar: the explicit library, else the variable, else the installed one.
+    assert resolve(None) == lib
+    monkeypatch.delenv(contract.PLUGIN_ENV)
+    (tmp_path / "installed").mkdir()
+    (tmp_path / "installed" / contract.PLUGIN_LIBRARY_NAME).write_bytes(b"")
+    assert resolve(None) == tmp_path / "installed" / contract.PLUGIN_LIBRARY_NAME
 
 
-def test_plugin_library_is_loaded_once_and_a_refusal_is_an_error(tmp_path):
-    lib = tmp_path / "libmmad_trt_plugins.so"
-    lib.write_bytes(b"...libnvinfer.so.10\x00...")
-    calls = []
-    trt = _registry_stand_in(lambda path: calls.append(path) or "handle")
-    assert tensorrt_plugin.load_plugin_library(trt, lib) == "handle"
+def test_plugin_library_is_loaded_once_and_a_refusal_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(tensorrt_plugin, "_LOADED", {})
+    lib = plugin_library(tmp_path / "libmmad_trt_plugins.so")
+    trt = FakeTensorRT(HostPointers)
+    handle = tensorrt_plugin.load_plugin_library(trt, lib)
+    assert handle is not None and trt.registry.loaded == [str(lib)]
     # TensorRT refuses a library whose creators are registered: a second engine must not load it again.
-    assert tensorrt_plugin.load_plugin_library(trt, lib) == "handle" and calls == [str(lib)]
+    assert tensorrt_plugin.load_plugin_library(trt, lib) is handle and trt.registry.loaded == [str(lib)]
     refused = tmp_path / "librefused.so"
-    refused.write_bytes(b"")
+    refused.write_bytes(b"")  # no creators: TensorRT's loadLibrary returns null
     with pytest.raises(ConfigError, match="librefused.so: TensorRT refused the library"):
-        tensorrt_plugin.load_plugin_library(_registry_stand_in(lambda path: None), refused)
+        tensorrt_plugin.load_plugin_library(FakeTensorRT(HostPointers), refused)
 
     def broken(path):
         raise RuntimeError("undefined symbol: getPluginCreators")
 
+    raising = FakeTensorRT(HostPointers)
+    raising.registry.load_library = broken
     with pytest.raises(ConfigError, match="cannot load it .undefined symbol"):
-        tensorrt_plugin.load_plugin_library(_registry_stand_in(broken), refused)
-    eleven = tmp_path / "lib11.so"
-    eleven.write_bytes(b"...libnvinfer.so.11\x00...")
+        tensorrt_plugin.load_plugin_library(raising, refused)
+    eleven = plugin_library(tmp_path / "lib11.so", major=11)
+    never = FakeTensorRT(HostPointers)
+    never.registry.load_library = lambda path: pytest.fail("must not load")
     with pytest.raises(ConfigError, match="built for TensorRT 11, this is TensorRT 10.3.0.26"):
-        tensorrt_plugin.load_plugin_library(_registry_stand_in(lambda path: pytest.fail("must not load")), eleven)
+        tensorrt_plugin.load_plugin_library(never, eleven)
 
 
 def test_tensorrt_backend_without_tensorrt_says_what_to_install(tmp_path):
@@ -142,26 +150,16 @@ def test_tensorrt_backend_without_tensorrt_says_what_to_install(tmp_path):
         tensorrt_plugin.import_tensorrt()
 
 
-def test_cuda_python_provides_every_call_the_backend_makes():
-    cudart = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is not installed")
-    for name in (
-        "cudaMalloc",
-        "cudaFree",
-        "cudaMallocHost",
-        "cudaFreeHost",
-        "cudaMemcpyAsync",
-        "cudaStreamCreate",
-        "cudaStreamSynchronize",
-        "cudaStreamDestroy",
-        "cudaGetDevice",
-        "cudaGetDeviceProperties",
-        "cudaGetErrorString",
-    ):
-        assert hasattr(cudart, name), name
-    assert hasattr(cudart.cudaMemcpyKind, "cudaMemcpyHostToDevice") and hasattr(
-        cudart.cudaMemcpyKind, "cudaMemcpyDeviceToHost"
-    )
-    assert trt_backend._import_cudart() is cudart
+def test_polygraphy_provides_every_call_the_backend_makes():
+    """The installed Polygraphy has the API cuda_memory.PolygraphyMemory calls, with the same parameters."""
+    import inspect
+
+    pg_cuda = pytest.importorskip("polygraphy.cuda", reason="polygraphy is not installed")
+    assert list(inspect.signature(pg_cuda.Cuda.memcpy).parameters) == ["self", "dst", "src", "nbytes", "kind",
+                                                                       "stream_ptr"]  # fmt: skip
+    assert callable(pg_cuda.wrapper) and callable(pg_cuda.DeviceArray.raw) and callable(pg_cuda.DeviceArray.free)
+    assert callable(pg_cuda.Stream.synchronize) and callable(pg_cuda.Stream.free)
+    assert pg_cuda.MemcpyKind.HostToDevice.value == 1 and pg_cuda.MemcpyKind.DeviceToHost.value == 2
 
 
 @pytest.mark.gpu
@@ -169,7 +167,8 @@ def test_tensorrt_engine_matches_onnxruntime(tmp_path, model):
     """Build an engine from the synthetic ONNX here, run it through the backend, compare with onnxruntime."""
     trt = pytest.importorskip("tensorrt")
     cuda = trt_backend.cuda_memory()
-    gpu, capability = cuda.device_facts()
+    with cuda.current():
+        gpu, capability = cuda.device_facts()
     cuda.close()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -196,7 +195,7 @@ def test_tensorrt_engine_matches_onnxruntime(tmp_path, model):
 
 
 # --- The TensorRT backend's binding logic, against a stand-in engine ---------------------------
-class _FakeDevice(trt_backend.CudaMemory):
+class _FakeDevice(CudaMemory):
     """Device memory as numpy byte arrays keyed by fake pointers."""
 
     name = "fake"
@@ -266,8 +265,10 @@ def _fake_tensorrt(device: _FakeDevice, size: int, max_batch: int, loaded: list)
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
     trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
     trt.nptype = lambda dtype: dtype
-    # load_library returns a handle, as TensorRT's does for a library it accepts
-    trt.get_plugin_registry = lambda: types.SimpleNamespace(load_library=lambda path: loaded.append(path) or loaded)
+    # TensorRT's registry (load_library refuses a library whose creator is registered); `loaded` lists the loads
+    registry = PluginRegistry([])
+    registry.loaded = loaded
+    trt.get_plugin_registry = lambda: registry
     trt.init_libnvinfer_plugins = lambda logger, namespace: None
     shapes = {"image": (-1, size, size, 3), "anomaly_map": (-1, 1, size, size), "score": (-1,)}
     dtypes = {"image": np.uint8, "anomaly_map": np.float32, "score": np.float32}
@@ -306,7 +307,9 @@ def test_tensorrt_backend_binds_by_name_and_chunks_batches(tmp_path, monkeypatch
     device, loaded = _FakeDevice(), []
     monkeypatch.setattr(trt_backend, "import_tensorrt", lambda: _fake_tensorrt(device, size, max_batch, loaded))
     monkeypatch.setattr(trt_backend, "cuda_memory", lambda: device)
-    (tmp_path / "libscan.so").write_bytes(b"")
+    monkeypatch.setattr(tensorrt_plugin, "_LOADED", {})
+    monkeypatch.setattr(contract, "PLUGIN_INSTALL_DIR", tmp_path / "installed")
+    lib = plugin_library(tmp_path / "libscan.so")
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"engine")
     sidecar = {
@@ -314,6 +317,7 @@ def test_tensorrt_backend_binds_by_name_and_chunks_batches(tmp_path, monkeypatch
         "gpu": "Fake GPU",
         "compute_capability": "8.7",
         "plugin_library": "libscan.so",
+        "plugin_sha256": contract.file_sha256(lib),
         "metadata": {"mmad.threshold": "0.3", "mmad.image_size": str(size), "mmad.scan": "custom-op"},
     }
     (tmp_path / "m.engine.json").write_text(json.dumps(sidecar))

@@ -61,6 +61,7 @@ constexpr int32_t kMaxBlockChannels = 64; // channels (= threads) per block
 constexpr int32_t kMinChunk = 64;         // shortest chunk the planner picks
 constexpr int32_t kMaxChunks = 64;        // most chunks the planner picks
 constexpr int32_t kTargetBlocksPerSM = 8; // blocks per multiprocessor the planner aims for
+constexpr int32_t kMaxGridY = 65535;      // CUDA's limit on gridDim.y (chunks) and gridDim.z (B * G)
 
 // How a launch is cut up: blocks of `block_channels` channels of one group, `nchunks` chunks of
 // `chunk_len` steps. Grid of passes 1 and 3: (channel_tiles, chunks, B * G).

@@ -69,7 +69,7 @@ char const* selectiveScanCheck(SelectiveScanParams const& p, bool check_pointers
         return "selective_scan: chunk_len must be 0 (automatic) or a positive multiple of 32";
     }
     // Element offsets are 64-bit in the kernel, but grid sizes are not unlimited.
-    if (static_cast<int64_t>(p.batch) * p.ngroups > 65535)
+    if (static_cast<int64_t>(p.batch) * p.ngroups > kMaxGridY)
     {
         return "selective_scan: B * G must be <= 65535";
     }
@@ -117,6 +117,14 @@ bool planScan(SelectiveScanParams const& p, int32_t num_sms, ScanLayout* layout,
     {
         out.chunk_len = p.chunk_len;
         out.nchunks = static_cast<int32_t>(ceilDiv(p.seqlen, p.chunk_len));
+        if (out.nchunks > kMaxGridY)
+        {
+            if (error)
+            {
+                *error = "selective_scan: chunk_len too small: L / chunk_len chunks exceed the grid's y limit (65535)";
+            }
+            return false;
+        }
         if (p.workspace_bytes < selectiveScanWorkspaceBytes(p.batch, p.dim, p.dstate, out.nchunks))
         {
             if (error)

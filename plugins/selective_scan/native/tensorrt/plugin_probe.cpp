@@ -8,6 +8,7 @@
 // registered its creator with the process's libnvinfer registry (MMAD_TRT_REGISTER_ON_LOAD=1).
 #include <NvInferRuntime.h>
 
+#include <cuda_runtime_api.h>
 #include <dlfcn.h>
 
 #include <cstdio>
@@ -175,6 +176,8 @@ std::vector<DynamicPluginTensorDesc> dynamic(std::vector<PluginTensorDesc> const
     return out;
 }
 
+// delta_softplus of a plugin: from its serialised fields, or (a build-phase plugin on a machine without a device,
+// which serialises nothing) from its timing-cache ID, "delta_softplus=<v>;sms=<n>".
 int32_t softplusOf(IPluginV3* plugin)
 {
     auto* rt = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
@@ -186,7 +189,10 @@ int32_t softplusOf(IPluginV3* plugin)
             return *static_cast<int32_t const*>(fc->fields[i].data);
         }
     }
-    return -1;
+    auto* build = static_cast<IPluginV3OneBuild*>(plugin->getCapabilityInterface(PluginCapabilityType::kBUILD));
+    char const* id = fc == nullptr ? build->getTimingCacheID() : nullptr;
+    char const* key = "delta_softplus=";
+    return id && std::strncmp(id, key, std::strlen(key)) == 0 ? id[std::strlen(key)] - '0' : -1;
 }
 
 // dlopen, setLoggerFinder, getCreators, as TensorRT's loadLibrary does; the library's one creator, or nullptr
@@ -350,8 +356,49 @@ void checkAttached(IPluginV3* attached, Recorder& recorder)
     std::vector<void*> outs(1, nullptr);
     recorder.clear();
     check(rt->enqueue(good.data(), good.data() + 7, ins.data(), outs.data(), nullptr, nullptr) != 0
-            && recorder.getNbErrors() == 1,
-        "enqueue with null buffers reports an error");
+            && recorder.getNbErrors() == 1 && recorder.getErrorCode(0) == ErrorCode::kINVALID_ARGUMENT,
+        "enqueue with null buffers reports an invalid argument");
+    int device_count = 0;
+    if (cudaGetDeviceCount(&device_count) != cudaSuccess || device_count == 0)
+    {
+        // No device: the launch itself fails, which is an execution failure, not a bad argument.
+        static float dummy[1];
+        std::vector<void const*> fakeIns(7, dummy);
+        std::vector<void*> fakeOuts(1, dummy);
+        recorder.clear();
+        check(rt->enqueue(good.data(), good.data() + 7, fakeIns.data(), fakeOuts.data(), nullptr, nullptr) != 0
+                && recorder.getNbErrors() == 1 && recorder.getErrorCode(0) == ErrorCode::kFAILED_EXECUTION,
+            "a failed launch reports an execution failure",
+            recorder.getNbErrors() ? recorder.getErrorDesc(0) : "no error recorded");
+    }
+}
+
+// The multiprocessor count a plugin built here serialises: the device's, or none at all (with an error) when no
+// device can be asked; never a made-up count. `sms` is the device's count, 0 without a device.
+void checkSerialisedSMs(IPluginV3* plugin, CapturingLogger& logger, int32_t sms)
+{
+    auto* runtime = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+    auto* build = static_cast<IPluginV3OneBuild*>(plugin->getCapabilityInterface(PluginCapabilityType::kBUILD));
+    logger.messages.clear();
+    PluginFieldCollection const* fc = runtime->getFieldsToSerialize();
+    if (sms < 1)
+    {
+        check(fc == nullptr && logger.saw("multiprocessor count"), "no device: nothing serialised, error logged");
+        auto io = dynamic(problem(1, 256, 64, 16, 8, DataType::kFLOAT));
+        logger.messages.clear();
+        check(build->configurePlugin(io.data(), 7, io.data() + 7, 1) != 0 && logger.saw("multiprocessor count"),
+            "no device: configurePlugin refused, error logged");
+        return;
+    }
+    int64_t serialised = -1;
+    for (int32_t i = 0; fc && i < fc->nbFields; ++i)
+    {
+        if (std::strcmp(fc->fields[i].name, "mmad_num_sms") == 0)
+        {
+            serialised = *static_cast<int32_t const*>(fc->fields[i].data);
+        }
+    }
+    check(serialised == sms, "the device's multiprocessor count serialised", std::to_string(serialised));
 }
 
 // Runtime: round trip through the serialised fields, then the attached plugin's checks.
@@ -359,7 +406,7 @@ void checkRuntime(IPluginCreatorV3One* creator, IPluginV3* plugin)
 {
     auto* runtime = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
     PluginFieldCollection const* ser = runtime->getFieldsToSerialize();
-    IPluginV3* restored = creator->createPlugin("scan", ser, TensorRTPhase::kRUNTIME);
+    IPluginV3* restored = ser ? creator->createPlugin("scan", ser, TensorRTPhase::kRUNTIME) : nullptr;
     check(restored != nullptr && softplusOf(restored) == 0, "serialised fields round trip");
     Recorder recorder;
     ResourceContext ctx(&recorder);
@@ -392,8 +439,9 @@ void checkCreatorFields(IPluginCreatorV3One* creator, CapturingLogger& logger)
     PluginFieldCollection fcExtra{2, extra};
     logger.messages.clear();
     IPluginV3* dflt = creator->createPlugin("scan", &fcExtra, TensorRTPhase::kBUILD);
-    check(dflt != nullptr && softplusOf(dflt) == 1 && logger.messages.size() == 1
-            && logger.saw("ignoring unknown field 'colour'"),
+    // The message count first: softplusOf may log (a build-phase plugin without a device serialises nothing).
+    check(dflt != nullptr && logger.messages.size() == 1 && logger.saw("ignoring unknown field 'colour'")
+            && softplusOf(dflt) == 1,
         "unknown field ignored with one warning, plugin_namespace silently, delta_softplus defaults to 1");
     delete dflt;
 }
@@ -439,9 +487,32 @@ int main(int argc, char** argv)
     auto* build = static_cast<IPluginV3OneBuild*>(plugin->getCapabilityInterface(PluginCapabilityType::kBUILD));
     checkOutputTypes(build, logger);
     checkFormats(build);
-    checkConfigure(build, logger);
-    checkWorkspace(build);
-    checkRuntime(creator, plugin);
+    int device_count = 0;
+    int sms = 0;
+    if (cudaGetDeviceCount(&device_count) == cudaSuccess && device_count > 0)
+    {
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+    }
+    std::printf("devices=%d sms=%d\n", device_count, sms);
+    checkSerialisedSMs(plugin, logger, sms);
+
+    // The shape and workspace checks on a plugin that knows its multiprocessor count (16, an Orin's), as one
+    // deserialised from an engine does: they need no device.
+    int32_t const sixteen = 16;
+    PluginField known[2] = {PluginField("delta_softplus", &zero, PluginFieldType::kINT32, 1),
+        PluginField("mmad_num_sms", &sixteen, PluginFieldType::kINT32, 1)};
+    PluginFieldCollection fcKnown{2, known};
+    IPluginV3* planned = creator->createPlugin("scan", &fcKnown, TensorRTPhase::kRUNTIME);
+    check(planned != nullptr, "createPlugin(delta_softplus=0, mmad_num_sms=16)");
+    if (!planned)
+    {
+        return 100;
+    }
+    auto* plannedBuild = static_cast<IPluginV3OneBuild*>(planned->getCapabilityInterface(PluginCapabilityType::kBUILD));
+    checkConfigure(plannedBuild, logger);
+    checkWorkspace(plannedBuild);
+    checkRuntime(creator, planned);
+    delete planned;
     checkCreatorFields(creator, logger);
 
     IPluginV3* copy = plugin->clone();

@@ -196,9 +196,25 @@ bool readIntField(PluginField const& f, int64_t* value)
 
 SelectiveScanPlugin::SelectiveScanPlugin(int32_t delta_softplus, int32_t num_sms) noexcept
     : mDeltaSoftplus(delta_softplus)
-    , mNumSMs(num_sms > 0 ? num_sms : std::max(1, scan::currentDeviceSMs()))
+    , mNumSMs(num_sms > 0 ? num_sms : scan::currentDeviceSMs())
 {
 }
+
+int32_t SelectiveScanPlugin::knownSMs() noexcept
+{
+    if (mNumSMs < 1)
+    {
+        mNumSMs = scan::currentDeviceSMs();
+    }
+    return mNumSMs;
+}
+
+namespace
+{
+constexpr char kNoSMs[] = "SelectiveScan: cannot read the GPU's multiprocessor count (cudaGetDevice or "
+                          "cudaDeviceGetAttribute failed: is a CUDA device visible?); the plugin's workspace and "
+                          "launches are planned for it, so it is not guessed";
+} // namespace
 
 nvinfer1::IPluginCapability* SelectiveScanPlugin::getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept
 {
@@ -241,6 +257,10 @@ int32_t SelectiveScanPlugin::checkOrFail(
 int32_t SelectiveScanPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
     nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept
 {
+    if (knownSMs() < 1)
+    {
+        return fail(kNoSMs, nvinfer1::ErrorCode::kFAILED_INITIALIZATION);
+    }
     return checkOrFail("configurePlugin", in, nbInputs, out, nbOutputs);
 }
 
@@ -397,7 +417,8 @@ int32_t SelectiveScanPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc
         if (err != cudaSuccess)
         {
             return fail(std::string("SelectiveScan: kernel launch failed: ") + cudaGetErrorName(err) + ": "
-                + cudaGetErrorString(err));
+                    + cudaGetErrorString(err),
+                nvinfer1::ErrorCode::kFAILED_EXECUTION);
         }
         return 0;
     }
@@ -421,6 +442,11 @@ nvinfer1::PluginFieldCollection const* SelectiveScanPlugin::getFieldsToSerialize
 {
     try
     {
+        if (knownSMs() < 1)
+        {
+            fail(kNoSMs, nvinfer1::ErrorCode::kFAILED_INITIALIZATION);
+            return nullptr;
+        }
         mSerialFields.clear();
         mSerialFields.emplace_back(kScanFieldSoftplus, &mDeltaSoftplus, PluginFieldType::kINT32, 1);
         mSerialFields.emplace_back(kScanFieldNumSMs, &mNumSMs, PluginFieldType::kINT32, 1);
@@ -435,7 +461,7 @@ nvinfer1::PluginFieldCollection const* SelectiveScanPlugin::getFieldsToSerialize
     }
 }
 
-int32_t SelectiveScanPlugin::fail(std::string msg) const noexcept
+int32_t SelectiveScanPlugin::fail(std::string msg, nvinfer1::ErrorCode code) const noexcept
 {
     try
     {
@@ -447,7 +473,7 @@ int32_t SelectiveScanPlugin::fail(std::string msg) const noexcept
     }
     if (mErrorRecorder != nullptr)
     {
-        mErrorRecorder->reportError(nvinfer1::ErrorCode::kINVALID_ARGUMENT, mLastError.c_str());
+        mErrorRecorder->reportError(code, mLastError.c_str());
     }
     logPluginMessage(Severity::kERROR, mLastError.c_str());
     return -1;

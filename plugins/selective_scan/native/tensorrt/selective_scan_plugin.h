@@ -49,7 +49,8 @@ class SelectiveScanPlugin : public nvinfer1::IPluginV3,
                             public nvinfer1::IPluginV3OneRuntime
 {
 public:
-    // num_sms: multiprocessors the launches are planned for (0: the current device's).
+    // num_sms: multiprocessors the launches are planned for (0: the current device's, asked again until known;
+    // a plugin that cannot learn it refuses to be configured or serialised rather than plan for a made-up count).
     SelectiveScanPlugin(int32_t delta_softplus, int32_t num_sms) noexcept;
     ~SelectiveScanPlugin() override = default;
 
@@ -88,8 +89,10 @@ public:
     }
 
 private:
-    // Reports msg to the error recorder (when attached to a context) and the logger; returns -1.
-    int32_t fail(std::string msg) const noexcept;
+    // Reports msg to the error recorder (when attached to a context) with `code`, and to the logger; returns -1.
+    int32_t fail(std::string msg, nvinfer1::ErrorCode code = nvinfer1::ErrorCode::kINVALID_ARGUMENT) const noexcept;
+    // The multiprocessor count, asking the current device while it is unknown; 0 when there is none.
+    int32_t knownSMs() noexcept;
     // 0 when the tensors TensorRT describes (at build or at run time) fit the contract, else fail(why);
     // `where` names the caller in messages about an unexpected exception.
     template <typename Desc>
