@@ -131,6 +131,7 @@ META_KEYS = (
     "threshold_rule",  # str: how "threshold" was set ("gumbel" for fit_threshold, "quantile" for older models)
     "threshold_images",  # int: how many held-out normal images "threshold" came from
     "category_thresholds",  # JSON {category: {"image": float, "pixel": float, "images": int}} (multi-category)
+    "score_range",  # JSON [low, high]: every score and map value lies in it; thresholds outside it are refused
 )
 # What every exported graph carries; the rest may be absent (threshold_f1 exists only after `mmad
 # eval`, and a checkpoint without thresholds has no threshold).
@@ -281,6 +282,21 @@ MIN_NORMAL_SCORES = 20
 _EULER_GAMMA = 0.5772156649015329
 
 
+# A threshold must be finite and in the model's score range (META "score_range"; >= SCORE_MIN, as an error is,
+# when unknown): NaN or one above the highest score passes every frame, -1 flags every frame, all without a word.
+SCORE_MIN = 0.0
+
+
+def check_threshold(value: object, what: str, score_range: tuple[float, float] | None = None) -> float:
+    """`value` as a float; ConfigError naming `what` unless it is a number (not text), finite, in `score_range`."""
+    low, high = score_range if score_range is not None else (SCORE_MIN, math.inf)
+    number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    if not math.isfinite(number) or not low <= number <= high:
+        where = f"in the model's score range [{low:g}, {high:g}]" if score_range is not None else f">= {low:g}"
+        raise ConfigError(f"{what} must be a finite number {where} (anomalous: score > threshold), got {value!r}")
+    return number
+
+
 def _normal_scores(normal_scores, minimum: int) -> np.ndarray:
     scores = np.asarray(normal_scores, dtype=np.float64)
     if scores.ndim != 1 or scores.size < minimum:
@@ -394,13 +410,25 @@ def calibration_path(model: Path, name: str | None = None) -> Path:
     return model.with_name(f"{model.name}.{name}{CALIBRATION_SUFFIX}" if name else model.name + CALIBRATION_SUFFIX)
 
 
+def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
+    """Call `write(temporary path)` for a new file beside `path`, flush it to disk, then rename it to `path`: a
+    crash, a kill or a full disk never leaves a half-written `path` (the temporary file is removed on failure)."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(str(tmp))
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def write_calibration(path: Path, calibration: Calibration) -> Path:
     """The writer: JSON, replaced atomically (a reader never sees half a file)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(asdict(calibration), indent=2, allow_nan=False))
-    tmp.replace(path)
-    return path
+    text = json.dumps(asdict(calibration), indent=2, allow_nan=False)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def read_calibration(path: Path) -> Calibration:
@@ -415,6 +443,5 @@ def read_calibration(path: Path) -> Calibration:
         value = getattr(calibration, name)
         if value is None and name == "pixel_threshold":
             continue
-        if not isinstance(value, (int, float)) or not np.isfinite(value):
-            raise ConfigError(f"{path}: {name} must be a finite number, got {value!r}")
+        check_threshold(value, f"{path}: {name}")
     return calibration

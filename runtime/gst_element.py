@@ -8,7 +8,8 @@ An in-place transform on RGB frames. For each frame it runs the model, draws the
 overlay=false; overlay-style=regions colours only the defect regions, heat blends the whole heat map),
 attaches a GstVideoRegionOfInterestMeta (type "anomaly", with an "mmad" parameter structure holding
 the score) per anomalous region, and posts an element message named "mmad-inspection" on the bus:
-frame, pts, score, threshold, pixel_threshold, anomalous, regions (JSON). The thresholds come from
+frame, pts, score, threshold, pixel_threshold, anomalous, error (empty, or why the frame could not be scored:
+a non-finite score, which makes it anomalous), regions (strict JSON). The thresholds come from
 `calibration` (default: MODEL.calibration.json beside the model when it exists, else the model's
 metadata), for `category` when set, unless `threshold` overrides the image threshold; an info
 message at start says which. Inference runs in the element's streaming thread, as in any filter:
@@ -32,6 +33,7 @@ from gi.repository import GLib, GObject, Gst, GstBase, GstVideo  # noqa: E402
 
 from .backends import load_backend  # noqa: E402
 from .errors import ConfigError  # noqa: E402
+from .events import finite_or_null  # noqa: E402
 from .inspector import FrameInspector  # noqa: E402
 from .processing import OVERLAY_STYLES, parse_roi  # noqa: E402
 
@@ -199,8 +201,9 @@ class MmadInfer(GstBase.BaseTransform):
         s.set_value("score", float(result.score))
         s.set_value("threshold", float(result.threshold))
         s.set_value("pixel_threshold", float(result.pixel_threshold))
-        s.set_value("anomalous", bool(result.anomalous))
-        s.set_value("regions", json.dumps([r.as_dict() for r in result.regions]))
+        s.set_value("anomalous", bool(result.anomalous))  # True for a non-finite score too (fail closed)
+        s.set_value("error", result.error or "")  # why the verdict is not the model's (a non-finite score)
+        s.set_value("regions", json.dumps(finite_or_null([r.as_dict() for r in result.regions]), allow_nan=False))
         self.post_message(Gst.Message.new_element(self, s))
 
 

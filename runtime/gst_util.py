@@ -87,6 +87,12 @@ def have_element(name: str) -> bool:
     return import_gst().ElementFactory.find(name) is not None
 
 
+def element_has_property(name: str, prop: str) -> bool:
+    """Whether the element factory `name` exists and its elements have the property `prop` (versions differ)."""
+    element = import_gst().ElementFactory.make(name)
+    return element is not None and element.find_property(prop) is not None
+
+
 def missing_elements(names: list[str]) -> list[str]:
     return [n for n in names if not have_element(n)]
 

@@ -60,7 +60,7 @@ class FrameInspector:
         self.roi = roi
         self.min_region_area = min_region_area
         self.overlay_style = overlay_style
-        self.threshold = threshold if threshold is not None else info.threshold
+        self.threshold = info.check_threshold(threshold) if threshold is not None else info.threshold
         if self.threshold is None:
             raise ConfigError(
                 f"{info.source}: the model's metadata has no threshold; give one with --threshold "

@@ -29,12 +29,17 @@ from mmad.runtime.contract import (
     OUTPUT_SCORE,
     Calibration,
     calibration_path,
+    check_threshold,
     file_sha256,
     read_calibration,
     read_metadata,
 )
 
 from .errors import ConfigError
+
+# The largest image side a model's metadata may ask frames to be resized to: an 8192² RGB frame is 200 MB.
+# (A side of 100000 would make every frame a 30 GB allocation.)
+MAX_IMAGE_SIDE = 8192
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,12 @@ class ModelInfo:
     pixel_threshold: float | None = None  # map values above it are regions; None: use the image threshold
     threshold_source: str = "model metadata"  # where the thresholds came from, for logs and stats
     categories: tuple[str, ...] = ()  # the categories the metadata has thresholds for ("category_thresholds")
+    score_range: tuple[float, float] | None = None  # every score lies in it (metadata "score_range"); None: unknown
+
+    def check_threshold(self, value: object, what: str = "--threshold") -> float:
+        """A threshold given for this model (e.g. --threshold) as a float; ConfigError unless it is finite and
+        in the model's score range (contract.check_threshold)."""
+        return check_threshold(value, what, self.score_range)
 
     @property
     def scan(self) -> str:
@@ -63,9 +74,10 @@ class ModelInfo:
         return self.metadata.get("scan", "portable")
 
 
-def _parse_float(value: str | None, key: str, source: str) -> float | None:
-    """A metadata number; None when absent. ConfigError when it is not a finite number (a threshold of NaN
-    would pass or flag every frame without a word)."""
+def _parse_threshold(meta: Mapping[str, str], key: str, source: str) -> float | None:
+    """A metadata threshold; None when absent. ConfigError unless it is a finite number in the model's score
+    range (a threshold of NaN would pass every frame without a word, -1 flag every one)."""
+    value = meta.get(key)
     if value is None or value == "":
         return None
     try:
@@ -74,7 +86,27 @@ def _parse_float(value: str | None, key: str, source: str) -> float | None:
         raise ConfigError(f"{source}: metadata {META_PREFIX}{key}={value!r} is not a number") from None
     if not math.isfinite(number):
         raise ConfigError(f"{source}: metadata {META_PREFIX}{key}={value!r} is not a finite number")
-    return number
+    return check_threshold(number, f"{source}: metadata {META_PREFIX}{key}", _score_range(meta, source))
+
+
+def _score_range(meta: Mapping[str, str], source: str) -> tuple[float, float] | None:
+    """The metadata's "score_range" as (low, high); None when absent. ConfigError naming `source` unless it is
+    JSON [low, high], finite, low < high (a normalised map may go below contract.SCORE_MIN)."""
+    text = meta.get("score_range")
+    if text is None:
+        return None
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError:
+        values = None
+    numbers = isinstance(values, list) and len(values) == 2 and all(_is_number(v) for v in values)
+    if not numbers or not values[0] < values[1]:
+        raise ConfigError(f"{source}: metadata {META_PREFIX}score_range={text!r}: expected [low, high], low < high")
+    return float(values[0]), float(values[1])
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -86,14 +118,14 @@ class CategoryThresholds:
     images: int | None  # held-out normal images it came from
 
 
-def _finite(value: object, where: str, source: str, optional: bool = False) -> float | None:
-    """A number in "category_thresholds"; ConfigError naming the entry unless finite (or None when optional)."""
+def _finite(
+    value: object, where: str, source: str, score_range: tuple[float, float] | None, optional: bool = False
+) -> float | None:
+    """A threshold in "category_thresholds"; ConfigError naming the entry unless finite and in the score range
+    (or None when optional)."""
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        key = f"{META_PREFIX}category_thresholds"
-        raise ConfigError(f"{source}: metadata {key}: {where} must be a finite number, got {value!r}")
-    return float(value)
+    return check_threshold(value, f"{source}: metadata {META_PREFIX}category_thresholds: {where}", score_range)
 
 
 def category_thresholds(meta: Mapping[str, str], source: str) -> dict[str, CategoryThresholds]:
@@ -113,12 +145,12 @@ def category_thresholds(meta: Mapping[str, str], source: str) -> dict[str, Categ
         raise ConfigError(
             f"{source}: metadata {META_PREFIX}category_thresholds: expected {expected}, got {text[:80]!r}"
         )
-    found = {}
+    found, score_range = {}, _score_range(meta, source)
     for name, entry in entries.items():
         images = entry.get("images")
         found[str(name)] = CategoryThresholds(
-            image=_finite(entry.get("image"), f"{name}.image", source),
-            pixel=_finite(entry.get("pixel"), f"{name}.pixel", source, optional=True),
+            image=_finite(entry.get("image"), f"{name}.image", source, score_range),
+            pixel=_finite(entry.get("pixel"), f"{name}.pixel", source, score_range, optional=True),
             images=int(images) if isinstance(images, (int, float)) and not isinstance(images, bool) else None,
         )
     return found
@@ -141,6 +173,7 @@ def model_info_from_metadata(
     input_names: Sequence[str],
     output_names: Sequence[str],
     input_shape: Sequence[object] | None = None,
+    output_shapes: Mapping[str, Sequence[object] | None] | None = None,
 ) -> ModelInfo:
     """Build a ModelInfo from a model's metadata props ("mmad.*" keys, as ONNX stores them) and its I/O.
 
@@ -153,20 +186,47 @@ def model_info_from_metadata(
         input_names=input_names,
         output_names=output_names,
         input_shape=input_shape,
+        output_shapes=output_shapes,
     )
 
 
+def outputs_error(source: str, found: str) -> ConfigError:
+    """The error for a model whose outputs are not the contract's (`found` describes them), naming the model."""
+    return ConfigError(
+        f"{source}: the model's outputs do not follow the contract: expected {OUTPUT_MAP!r} float32 [B, 1, H, W] "
+        f"and {OUTPUT_SCORE!r} float32 [B], got {found}; is it an MMAD export (python export/to_onnx.py)?"
+    )
+
+
+def _check_output_shapes(shapes: Mapping[str, Sequence[object] | None], source: str) -> None:
+    """outputs_error when an output's shape, where the model states it (dimensions may be symbolic), cannot be
+    the anomaly map [B, 1, H, W] or the score [B]."""
+    found = {name: list(shapes[name]) for name in (OUTPUT_MAP, OUTPUT_SCORE) if shapes.get(name) is not None}
+    map_shape, score_shape = found.get(OUTPUT_MAP), found.get(OUTPUT_SCORE)
+    map_ok = map_shape is None or (len(map_shape) == 4 and (map_shape[1] == 1 or not isinstance(map_shape[1], int)))
+    if not map_ok or (score_shape is not None and len(score_shape) != 1):
+        raise outputs_error(source, ", ".join(f"{name!r} {shape}" for name, shape in found.items()))
+
+
 def _image_size(meta: Mapping[str, str], input_shape: Sequence[object] | None, source: str) -> tuple[int, int]:
-    """(H, W) from the metadata's image_size, else from a static input shape; ConfigError when neither says."""
-    if "image_size" in meta:
-        try:
-            side = int(meta["image_size"])
-        except ValueError:
-            raise ConfigError(
-                f"{source}: metadata {META_PREFIX}image_size={meta['image_size']!r} is not an integer"
-            ) from None
-        return side, side
+    """(H, W) from the metadata's image_size, else from a static input shape; ConfigError when neither says,
+    when image_size is not an integer in 1..MAX_IMAGE_SIDE, or when it differs from the static input shape
+    (checked before any frame is resized to it)."""
     size = _size_from_shape(input_shape)
+    if "image_size" in meta:
+        key, text = f"{META_PREFIX}image_size", meta["image_size"]
+        try:
+            side = int(text)
+        except ValueError:
+            raise ConfigError(f"{source}: metadata {key}={text!r} is not an integer") from None
+        if not 1 <= side <= MAX_IMAGE_SIDE:
+            raise ConfigError(f"{source}: metadata {key}={text!r}: expected an image side in 1..{MAX_IMAGE_SIDE}")
+        if size is not None and size != (side, side):
+            raise ConfigError(
+                f"{source}: metadata {key}={text!r} does not match the model's input {INPUT_NAME!r} "
+                f"{list(input_shape)}: expected [B, {side}, {side}, 3]"
+            )
+        return side, side
     if size is None:
         raise ConfigError(
             f"{source}: cannot tell the input size: no {META_PREFIX}image_size metadata and the input "
@@ -182,9 +242,10 @@ def model_info_from_keys(
     input_names: Sequence[str],
     output_names: Sequence[str],
     input_shape: Sequence[object] | None = None,
+    output_shapes: Mapping[str, Sequence[object] | None] | None = None,
 ) -> ModelInfo:
     """Build a ModelInfo from metadata already read (keys without the prefix: read_metadata's result, or
-    an EngineSidecar's `metadata`) and the model's I/O names and input shape.
+    an EngineSidecar's `metadata`) and the model's I/O names, input shape and output shapes (where known).
 
     The image size comes from the metadata (`image_size`), else from a static input shape. Keys beyond
     META_KEYS (a newer exporter) are kept, unused. Raises ConfigError naming the model file when the
@@ -194,11 +255,12 @@ def model_info_from_keys(
         raise ConfigError(f"{source}: expected an input named {INPUT_NAME!r}, found {list(input_names)}")
     if OUTPUT_MAP not in output_names:
         raise ConfigError(f"{source}: expected an output named {OUTPUT_MAP!r}, found {list(output_names)}")
+    _check_output_shapes(output_shapes or {}, source)
     for key, expected in (("input_layout", INPUT_LAYOUT), ("input_dtype", INPUT_DTYPE)):
         if key in meta and meta[key] != expected:
             raise ConfigError(f"{source}: metadata {META_PREFIX}{key}={meta[key]!r}, the runtime expects {expected!r}")
     height, width = _image_size(meta, input_shape, source)
-    threshold = _parse_float(meta.get("threshold"), "threshold", source)
+    threshold = _parse_threshold(meta, "threshold", source)
     return ModelInfo(
         source=source,
         height=height,
@@ -206,9 +268,10 @@ def model_info_from_keys(
         threshold=threshold,
         score_name=OUTPUT_SCORE if OUTPUT_SCORE in output_names else None,
         metadata=dict(meta),
-        pixel_threshold=_parse_float(meta.get("pixel_threshold"), "pixel_threshold", source),
+        pixel_threshold=_parse_threshold(meta, "pixel_threshold", source),
         threshold_source="model metadata" if threshold is not None else "none (no threshold in the model's metadata)",
         categories=tuple(category_thresholds(meta, source)),
+        score_range=_score_range(meta, source),
     )
 
 
@@ -277,6 +340,9 @@ def _from_calibration(info: ModelInfo, model: Path, path: Path, category: str | 
         )
     if category is not None and cal.category not in (None, category):
         raise ConfigError(f"{path}: this calibration is for category {cal.category}, not {category}")
+    for name in ("image_threshold", "pixel_threshold"):
+        if getattr(cal, name) is not None:
+            info.check_threshold(getattr(cal, name), f"{path}: {name}")
     where = path.name if path.parent.resolve() == model.parent.resolve() else str(path)
     return replace(
         info,

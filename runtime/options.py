@@ -14,8 +14,10 @@ command's parser is then made from the dataclass, and its result turned back int
     config = config_from_args(StreamConfig, args)
 
 The type comes from the annotation: int, float, str, Path (None allowed), bool (a switch), or a
-list of one of them (one or more values). Options that mean the same thing in several commands are
-made by the functions at the end of this module, so they have one flag name and one help text.
+list of one of them (one or more values). A number's range is checked where the option is defined:
+`parse=number_in_range(int, 1)` (a usage error naming the flag and the range). Options that mean the
+same thing in several commands are made by the functions at the end of this module, so they have one
+flag name and one help text.
 Torch-free and argparse only: the runtime's `mmad` command imports it at start-up.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import sys
 import types
 import typing
@@ -31,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mmad.runtime.contract import PLUGIN_ENV
+from mmad.runtime.contract import PLUGIN_ENV, check_threshold
 
 _KEY = "cli"
 _SCALARS = (int, float, str, Path)
@@ -200,17 +203,47 @@ def calib_data_option() -> Any:
     )
 
 
+def number_in_range(kind: type, low: float | None = None, high: float | None = None, *, also: tuple = ()) -> Any:
+    """A `parse` for option(): the text as `kind` (int or float), finite and in [low, high] (a bound None: open),
+    or one of the special values `also` (e.g. -1 for "never"); ValueError saying what was expected otherwise."""
+    bounds = " and ".join(
+        b for b in (f">= {low:g}" if low is not None else "", f"<= {high:g}" if high is not None else "") if b
+    )
+    wanted = f"{'an integer' if kind is int else 'a number'}{' ' + bounds if bounds else ''}"
+    wanted += "".join(f" or {v}" for v in also)
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(f"expected {wanted}") from None
+        if value in also:
+            return value
+        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+            raise ValueError(f"expected {wanted}")
+        return value
+
+    return parse
+
+
 def threads_option() -> Any:
     return option(
         None,
         flag="--threads",
+        parse=number_in_range(int, 1),
         help="CPU threads for onnxruntime and PyTorch (default: the CPUs usable here)",
     )
+
+
+def parse_threshold(text: str) -> float:
+    """--threshold: a finite number >= 0 (the model's score range is checked when it is loaded)."""
+    return check_threshold(float(text), "a threshold")
 
 
 def threshold_option() -> Any:
     return option(
         None,
         flag="--threshold",
+        parse=parse_threshold,
         help="image anomaly threshold (default: the calibration file beside the model, else the model's metadata)",
     )

@@ -218,7 +218,7 @@ def draw_overlay(
     roi = roi or full_frame(frame)
     out = frame.copy()
     y0, y1, x0, x1 = roi.y, roi.y + roi.h, roi.x, roi.x + roi.w
-    anomalous = score > threshold
+    anomalous = is_anomalous(score, threshold)
     if style == "heat":
         heat = heat_colors(anomaly_map[y0:y1, x0:x1], threshold)
         out[y0:y1, x0:x1] = cv2.addWeighted(out[y0:y1, x0:x1], 1.0 - alpha, heat, alpha, 0.0)
@@ -240,6 +240,7 @@ class Inspection:
     """The result for one frame: score, verdict, regions, and the map in frame pixels (float32 [H, W]).
 
     pixel_threshold: what drew the regions; region_mask: their pixels, bool [H, W] (None on a good frame).
+    error: why the verdict is not the model's (a non-finite score), else None.
     """
 
     score: float
@@ -249,6 +250,16 @@ class Inspection:
     frame_map: np.ndarray
     pixel_threshold: float | None = None
     region_mask: np.ndarray | None = None
+    error: str | None = None
+
+
+NONFINITE_SCORE = "non-finite score"  # Inspection.error when the model's score is NaN or infinite
+
+
+def is_anomalous(score: float, threshold: float) -> bool:
+    """score > threshold, and True for a NaN score: written `not score <= threshold` so a broken model (NaN maps
+    from NaN weights, a zero std) flags every frame instead of passing it (fail closed)."""
+    return not score <= threshold
 
 
 def region_threshold(threshold: float, pixel_threshold: float | None) -> float:
@@ -272,12 +283,18 @@ def inspect(
 ) -> Inspection:
     """Post-process one model output: map [h, w] at model size, its score -> Inspection in frame pixels.
 
-    The verdict uses the model's score (the max of the map at model resolution). Regions exist only on
+    The verdict uses the model's score (the max of the map at model resolution); a non-finite score (or map)
+    makes the frame anomalous and sets Inspection.error (is_anomalous). Regions exist only on
     an anomalous frame: the map resized onto the frame, above region_threshold(), seeded by the image
     threshold (find_regions), so each defect gets one region; one smaller than min_area is not reported.
     """
+    if not np.isfinite(model_map).all():
+        # NaN or inf in the map: the score is max() of it as numpy takes it (NaN wins), since a backend's own
+        # reduction may skip NaN (OpenVINO's ReduceMax returns -FLT_MAX for an all-NaN map).
+        score = float(np.max(model_map))
     frame_map = map_to_frame(model_map, roi, frame_shape)
-    anomalous = bool(score > threshold)
+    anomalous = is_anomalous(score, threshold)
+    error = None if np.isfinite(score) else f"{NONFINITE_SCORE} ({score}): the model's output is broken"
     pixel = region_threshold(threshold, pixel_threshold)
     regions, mask = find_regions(frame_map, pixel, min_area, seed=threshold) if anomalous else ([], None)
-    return Inspection(float(score), float(threshold), anomalous, regions, frame_map, pixel, mask)
+    return Inspection(float(score), float(threshold), anomalous, regions, frame_map, pixel, mask, error)

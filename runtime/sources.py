@@ -16,6 +16,7 @@ videoconvert and x264enc do that work.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -29,6 +30,14 @@ SOURCE_HELP = (
 VIDEO_ONLY = "video/x-raw(ANY)"
 DECODE = f"decodebin name=decoder ! {VIDEO_ONLY}"
 OUTPUT_MUXERS = {".mp4": "mp4mux", ".mkv": "matroskamux", ".mov": "qtmux"}
+# The recording survives a kill or a power cut but for its last fragment: MP4/MOV are written as fragments of
+# FRAGMENT_MS (a header first, then self-contained pieces, playable without the index a clean stop writes;
+# where mp4mux knows fragment-mode, a clean stop then finalises the file into a plain MP4); Matroska is
+# written in clusters of about half a second anyway (matroskamux's min-cluster-duration). filesink writes
+# each piece at once instead of holding 64 kB back.
+FRAGMENT_MS = 1000
+FRAGMENTED = {"mp4mux": f"fragment-duration={FRAGMENT_MS}", "qtmux": f"fragment-duration={FRAGMENT_MS}"}
+FINALISE = "fragment-mode=first-moov-then-finalise"  # GStreamer >= 1.20
 X264ENC = "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30"  # the software encoder: low latency
 
 
@@ -82,9 +91,32 @@ def parse_source(text: str) -> SourceSpec:
 
 
 def _existing(path: str, text: str, what: str) -> str:
-    if not Path(path).exists():
+    """The path, once it names something to read frames from: not missing, not a folder, not an empty file."""
+    found = Path(path)
+    if not found.exists():
         raise ConfigError(f"--source {text}: {what}")
-    return str(Path(path).resolve()) if not path.startswith("/dev/") else path
+    if found.is_dir():
+        raise ConfigError(f"--source {text}: is a folder; expected a video file, a camera device or a URI")
+    if found.is_file() and found.stat().st_size == 0:
+        raise ConfigError(f"--source {text}: the file is empty (0 bytes); expected a video")
+    return str(found.resolve()) if not path.startswith("/dev/") else path
+
+
+def connection_problem(spec: SourceSpec, timeout_s: float = 5.0) -> str | None:
+    """For a network source, why its server cannot be reached ("cannot connect to host:554 (Connection
+    refused)"), or None (reachable, or not a network source). GStreamer reports a refused connection only as
+    "Internal data stream error", so the stream asks this after a network source failed."""
+    if spec.kind not in ("uri", "rtsp"):
+        return None
+    url = urlparse(spec.location)
+    default_port = {"https": 443, "http": 80}.get(url.scheme.lower(), 554)
+    try:
+        port = url.port or default_port
+        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        return f"cannot connect to {url.hostname}:{url.port or default_port} ({reason})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -165,16 +197,29 @@ def output_muxer(out: str) -> str:
     return OUTPUT_MUXERS[suffix]
 
 
-def output_pipeline_description(out: str | None, display: bool, caps: str, platform: Platform) -> str:
-    """appsrc (annotated RGB frames, `caps`) -> encoder -> file, and/or -> a display window."""
+def recording_muxer(out: str, finalise: bool) -> str:
+    """The muxer of an --out file with its crash-safe settings (FRAGMENTED); finalise: mp4mux/qtmux have
+    fragment-mode (GStreamer >= 1.20), so a clean stop turns the fragments into a plain file."""
+    muxer = output_muxer(out)
+    if muxer not in FRAGMENTED:
+        return muxer
+    return f"{muxer} {FRAGMENTED[muxer]}{f' {FINALISE}' if finalise else ''}"
+
+
+def output_pipeline_description(
+    out: str | None, display: bool, caps: str, platform: Platform, finalise: bool = False
+) -> str:
+    """appsrc (annotated RGB frames, `caps`) -> encoder -> crash-safe file (recording_muxer), and/or -> a display."""
     branches = []
     if out:
-        muxer = output_muxer(out)
+        muxer = recording_muxer(out, finalise)
         if platform.nvv4l2h264enc and platform.nvvidconv:
             encode = "nvvidconv ! video/x-raw(memory:NVMM),format=I420 ! nvv4l2h264enc insert-sps-pps=true"
         else:
             encode = f"videoconvert ! video/x-raw,format=I420 ! {X264ENC}"
-        branches.append(f"queue ! {encode} ! h264parse ! {muxer} ! filesink location={_quote(out)}")
+        branches.append(
+            f"queue ! {encode} ! h264parse ! {muxer} ! filesink buffer-mode=unbuffered location={_quote(out)}"
+        )
     if display:
         sink = "nv3dsink" if platform.nv3dsink else "autovideosink"
         branches.append(f"queue leaky=downstream max-size-buffers=2 ! videoconvert ! {sink} sync=false")

@@ -14,7 +14,8 @@ MJPEG through OpenCV instead) and sample.json, the ground truth:
 
 It lives in the runtime because the benchmarks feed it to the backends and the stream when no
 images or video are given (`mmad bench`, python -m mmad.runtime.bench.stream_fps); the sample's
-command line is python -m mmad.samples.make_video, a thin shell over this module.
+command line is python -m mmad.samples.make_video, a thin shell over this module. decodable_frames(path)
+counts what OpenCV's FFmpeg decodes of a video, to check one independently of GStreamer.
 """
 
 from __future__ import annotations
@@ -202,3 +203,14 @@ def make_video(
     }
     path.with_suffix(".json").write_text(json.dumps(truth, indent=2))
     return defect_frames
+
+
+def decodable_frames(path: str | Path) -> int:
+    """How many frames of a video OpenCV's FFmpeg decodes: a check independent of the GStreamer that wrote it (the
+    generated videos, a recording the stream wrote, one a killed run left behind)."""
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    return count

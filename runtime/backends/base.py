@@ -7,7 +7,9 @@ import abc
 
 import numpy as np
 
-from mmad.runtime.model_info import ModelInfo
+from mmad.runtime.contract import OUTPUT_MAP, OUTPUT_SCORE
+from mmad.runtime.model_info import ModelInfo, outputs_error
+from mmad.runtime.processing import score_from_map
 
 
 class Backend(abc.ABC):
@@ -45,3 +47,17 @@ class Backend(abc.ABC):
                 f"got {images.dtype} {list(images.shape)}"
             )
         return np.ascontiguousarray(images)
+
+    def model_outputs(self, maps: np.ndarray, scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """A batch's raw outputs as infer() returns them: maps float32 [B, h, w], scores float32 [B] (the maps'
+        maxima when the model has no score output). ConfigError naming the model file and the outputs the
+        contract expects when they do not have those shapes (a model that is not an MMAD export)."""
+        maps = np.asarray(maps, np.float32)
+        batch = maps.shape[0] if maps.ndim else 0
+        scores = score_from_map(maps) if scores is None and maps.ndim == 4 else scores
+        scores = np.asarray(scores, np.float32) if scores is not None else None
+        if maps.ndim != 4 or maps.shape[1] != 1 or scores is None or scores.size != batch:
+            found = f"{OUTPUT_MAP!r} {list(maps.shape)}"
+            found += f", {OUTPUT_SCORE!r} {list(scores.shape)}" if scores is not None else ""
+            raise outputs_error(self.info.source, f"{found} for a batch of {batch}")
+        return maps[:, 0], scores.reshape(batch)

@@ -70,8 +70,9 @@ def stream_frames(spec: SourceSpec, timeout: float) -> Iterator[np.ndarray]:
     last_frame = time.perf_counter()
     try:
         while True:
-            for reason in pipeline.bus_failures(end_of_stream_fails=False):
-                raise CalibrationRefused(f"--source {spec.text}: the source failed ({reason})")
+            for reason, not_video in pipeline.bus_failures(end_of_stream_fails=False):
+                what = "the source failed: not a video this machine can play" if not_video else "the source failed"
+                raise CalibrationRefused(f"--source {spec.text}: {what} ({reason})")
             sample = pipeline.pull(POLL_NS)
             if sample is None:
                 if pipeline.is_eos():

@@ -155,6 +155,8 @@ def run_calibrate(config: CalibrateConfig) -> CalibrationResult:
     if limit is not None and count < limit and not (config.seconds and scored.seconds >= config.seconds):
         log.warning("the source ended after %d of the %d frames asked for", count, limit)
     fit, pixel = fit_scores(scored, config)
+    for name, value in (("image", fit.threshold), ("pixel", pixel)):  # one the model cannot reach would pass all
+        previous.check_threshold(value, f"{model}: the calibrated {name} threshold")
     calibration = Calibration(
         image_threshold=fit.threshold,
         pixel_threshold=pixel,

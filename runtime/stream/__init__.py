@@ -5,6 +5,7 @@ events and stats.
     runner.py     StreamRunner: the loop, reconnects, signals; run_stream()
     pipelines.py  the input (source -> appsink) and output (appsrc -> encoder / display) GStreamer pipelines
     stats.py      StreamStats, FrameClock (frame numbers, arrival times, drops), DecodeWatch (undecodable frames)
+    outputs.py    outputs checked before the model loads, the recording's lock, saved frames, --on-disk-full
     command.py    the `stream` subcommand: its parser, made from StreamConfig
 """
 

@@ -20,8 +20,18 @@ SOURCES_HELP = """sources:
   /dev/videoN, v4l2://N      a V4L2 camera
   csi://N                    a Jetson CSI camera (nvarguscamerasrc)
 
-exit codes: 0 done or stopped (Ctrl-C / SIGTERM finish the output file), 1 pipeline error,
-2 bad model, source or option."""
+exit codes:
+  0  done or stopped (Ctrl-C / SIGTERM finish the output file), every frame inspected and recorded
+  1  the run failed: a pipeline or source error, no frame within --start-timeout / --frame-timeout,
+     nothing inferred, a full disk (--on-disk-full stop)
+  2  a bad model, source or option, found before the first frame (outputs are checked before the model loads)
+  3  finished but not whole: frames with a non-finite score (flagged anomalous, "error" in their events),
+     or an output given up on a full disk (--on-disk-full continue)
+
+reliability: --out is written in 1 s fragments (a killed run's file plays all but its last second) and
+locked (a second run writing it is refused); event lines are whole JSON, fsync'ed, and a line cut off by a
+kill or a full disk is ended on the next open. The default --on-disk-full is stop: a run that can no
+longer keep its record says so and ends rather than inspecting on without one."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mmad.runtime.backends import BACKEND_CHOICES
-from mmad.runtime.options import op_library_option, option, plugin_library_option, threshold_option
+from mmad.runtime.options import number_in_range, op_library_option, option, plugin_library_option, threshold_option
 from mmad.runtime.processing import OVERLAY_STYLES
+from mmad.runtime.stream.outputs import DISK_FULL_POLICIES
 
 EVENTS_MODES = ("anomaly", "frame")  # a line per anomalous frame, or per inferred frame
 
@@ -24,7 +25,12 @@ class StreamConfig:
 
     model: str = option(help="exported model: .onnx (onnxruntime) or .engine/.plan (TensorRT)")
     source: str = option(metavar="SRC", help="where frames come from (see 'sources' below)")
-    out: str | None = option(None, metavar="VIDEO", help="write the annotated video here (.mp4, .mkv, .mov)")
+    out: str | None = option(
+        None,
+        metavar="VIDEO",
+        help="write the annotated video here (.mp4, .mkv, .mov); written in fragments of a second, so a killed run "
+        "or a power cut keeps all but its last moments; a file another mmad stream is writing is refused",
+    )
     events: str | None = option(None, metavar="FILE", help="append events as JSON lines here")
     events_mode: str = option(
         "anomaly", choices=EVENTS_MODES, help="a line per anomalous frame (anomaly) or per inferred frame (frame)"
@@ -51,17 +57,48 @@ class StreamConfig:
     op_library: str | None = op_library_option()
     plugin_library: str | None = plugin_library_option()
     allow_foreign_engine: bool = option(False, help="try a TensorRT engine built for another TensorRT version or GPU")
-    max_frames: int | None = option(None, metavar="N", help="stop after this many inferred frames")
+    max_frames: int | None = option(
+        None, metavar="N", parse=number_in_range(int, 1), help="stop after this many inferred frames"
+    )
     stats_interval: float = option(
-        5.0, metavar="SECONDS", help="seconds between stats lines on stderr (0: only the final one)"
+        5.0,
+        metavar="SECONDS",
+        parse=number_in_range(float, 0),
+        help="seconds between stats lines on stderr (0: only the final one)",
     )
     stats_json: str | None = option(
         None, metavar="FILE", help="write the final stats (counts, FPS, latency, time shares) here"
     )
-    reconnect_attempts: int = option(-1, metavar="N", help="give up after this many consecutive reconnects (-1: never)")
+    reconnect_attempts: int = option(
+        -1,
+        metavar="N",
+        parse=number_in_range(int, 0, also=(-1,)),
+        help="give up after this many consecutive reconnects (-1: never)",
+    )
+    start_timeout: float = option(
+        30.0,
+        metavar="SECONDS",
+        parse=number_in_range(float, 0.1),
+        help="the source must give its first frame within this time, every source kind (a file that never starts "
+        "decoding, a camera or server that never answers): else exit 1",
+    )
+    frame_timeout: float = option(
+        10.0,
+        metavar="SECONDS",
+        parse=number_in_range(float, 0.1),
+        help="no frame for this long: an RTSP camera counts as lost and reconnects, any other source ends the run "
+        "(exit 1)",
+    )
+    on_disk_full: str = option(
+        "stop",
+        choices=DISK_FULL_POLICIES,
+        help="when the disk holding an output (--out, --events, --save-anomalies) fills up: stop (end the run, exit "
+        "1: nobody is left believing a record is being kept) or continue (keep inspecting without that output, "
+        "warn, exit 3 at the end)",
+    )
     # No flags: for callers that tune the stream.
     backoff_initial: float = 0.5  # seconds before the first reconnect; doubles each failed try
     backoff_max: float = 10.0
-    stall_timeout: float = 10.0  # a network source silent this long counts as lost
+    sync_interval: float = 2.0  # seconds between fsyncs of the recording (what a power cut can lose)
     min_region_area: int = 16
     durable_events: bool = True  # fsync each event line

@@ -11,13 +11,21 @@ beyond the pad probes that count and time frames (stats.py).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import cv2
 import numpy as np
 
-from mmad.runtime.errors import ConfigError
-from mmad.runtime.sources import Platform, SourceSpec, input_pipeline_description, output_pipeline_description
+from mmad.runtime.errors import ConfigError, OutputError
+from mmad.runtime.gst_util import element_has_property
+from mmad.runtime.sources import (
+    Platform,
+    SourceSpec,
+    input_pipeline_description,
+    output_muxer,
+    output_pipeline_description,
+)
 from mmad.runtime.stream.stats import DecodeWatch, FrameClock
 
 log = logging.getLogger("mmad.stream")
@@ -116,18 +124,36 @@ class InputPipeline:
         return self.appsink.is_eos()
 
     def bus_failures(self, end_of_stream_fails: bool):
-        """Yield why the source failed, for each error on the bus (and its end of stream, if that fails it)."""
+        """Yield (why the source failed, whether it is not a video at all) for the errors on the bus (and its end of
+        stream, if that fails it). Of a burst of errors the first that is not GStreamer's generic "Internal data
+        stream error" (the consequence, not the cause) comes first."""
         Gst = self.Gst
         bus = self.pipeline.get_bus()
+        errors = []
         while (msg := bus.pop()) is not None:
             if msg.type == Gst.MessageType.ERROR:
                 err, _debug = msg.parse_error()
-                yield f"{msg.src.get_name()}: {err.message}"
+                generic = err.matches(Gst.stream_error_quark(), Gst.StreamError.FAILED)
+                errors.append((generic, f"{msg.src.get_name()}: {err.message}", self._not_a_video(err)))
             elif msg.type == Gst.MessageType.EOS and end_of_stream_fails:
-                yield "end of stream"
+                errors.append((True, "end of stream", False))
+        for _generic, text, not_video in sorted(errors, key=lambda e: e[0]):  # stable: first specific error first
+            yield text, not_video
 
-    def stop(self) -> None:
-        self.pipeline.set_state(self.Gst.State.NULL)
+    def _not_a_video(self, err) -> bool:
+        """Whether a bus error says the input is no video this machine can play (not a passing failure)."""
+        Gst = self.Gst
+        codes = ("TYPE_NOT_FOUND", "WRONG_TYPE", "DEMUX", "CODEC_NOT_FOUND", "FORMAT", "DECODE")
+        return any(err.matches(Gst.stream_error_quark(), getattr(Gst.StreamError, c)) for c in codes)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the pipeline; a source stuck in a read (a pipe, a dead server) may never let go, so after timeout_s
+        it is left to the process's exit instead of hanging the run."""
+        stopper = threading.Thread(target=self.pipeline.set_state, args=(self.Gst.State.NULL,), daemon=True)
+        stopper.start()
+        stopper.join(timeout_s)
+        if stopper.is_alive():
+            log.warning("the source did not stop within %.0f s; left to the end of the process", timeout_s)
 
 
 class OutputPipeline:
@@ -151,7 +177,8 @@ class OutputPipeline:
         self.started_at: float | None = None  # the stream's first frame arrival, for live timestamps
         self._last_pts = -1
         caps = f"video/x-raw,format=RGB,width={width},height={height},framerate={round(fps * 1000)}/1000"
-        description = output_pipeline_description(out, display, caps, platform)
+        finalise = bool(out) and element_has_property(output_muxer(out), "fragment-mode")
+        description = output_pipeline_description(out, display, caps, platform, finalise)
         log.debug("output pipeline: %s", description)
         self.pipeline = Gst.parse_launch(description)
         self.appsrc = self.pipeline.get_by_name("annotated")
@@ -183,14 +210,19 @@ class OutputPipeline:
         self.pushed += 1
         return self.appsrc.push_buffer(buf) == self.Gst.FlowReturn.OK
 
-    def bus_failure(self) -> str | None:
-        """The last error on the bus since the previous call, if any."""
+    def bus_failure(self) -> OutputError | None:
+        """The first error on the bus since the previous call, if any (the one that failed; a muxer's "Could not
+        multiplex stream" follows a full disk's write error); disk_full when it is one."""
+        Gst = self.Gst
         failure = None
         bus = self.pipeline.get_bus()
         while (msg := bus.pop()) is not None:
-            if msg.type == self.Gst.MessageType.ERROR:
+            if msg.type == Gst.MessageType.ERROR and failure is None:
                 err, _ = msg.parse_error()
-                failure = f"output error: {msg.src.get_name()}: {err.message}"
+                disk_full = err.matches(Gst.resource_error_quark(), Gst.ResourceError.NO_SPACE_LEFT)
+                what = f"--out {self.out}" if self.out else "the display"
+                reason = f"{msg.src.get_name()}: {err.message}"
+                failure = OutputError(f"{what}: {f'disk full ({reason})' if disk_full else reason}", disk_full)
         return failure
 
     def finish(self, timeout_s: float = 15.0) -> None:
@@ -204,4 +236,8 @@ class OutputPipeline:
             log.error("the output did not finish within %.0f s; %s may be incomplete", timeout_s, self.out)
         elif msg.type == Gst.MessageType.ERROR:
             log.error("output error while finishing: %s", msg.parse_error()[0].message)
-        self.pipeline.set_state(Gst.State.NULL)
+        self.abort()
+
+    def abort(self) -> None:
+        """Stop without finishing (the pipeline failed: no EOS will come); what the muxer wrote stays playable."""
+        self.pipeline.set_state(self.Gst.State.NULL)

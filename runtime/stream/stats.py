@@ -47,7 +47,10 @@ class StreamStats:
     frames_dropped: int = 0  # discarded unseen to stay real-time (live sources)
     decode_errors: int = 0  # frames the decoder could not decode (skipped by it)
     anomalies: int = 0
+    score_errors: int = 0  # frames whose score was not finite (counted as anomalies too: fail closed)
     events_written: int = 0
+    frames_saved: int = 0  # anomalous frames saved by --save-anomalies
+    outputs_lost: list[str] = field(default_factory=list)  # outputs given up mid-run (--on-disk-full continue)
     source_losses: int = 0
     reconnects: int = 0
     wall: float = 0.0  # from the first frame to the end
@@ -68,26 +71,32 @@ class StreamStats:
         return max(self.frames_in - self.frames_inferred - self.frames_bad - self.frames_dropped, 0)
 
     def summary(self) -> dict[str, object]:
-        """Counts, FPS, latency and the share of wall time in each stage."""
-        wall = self.wall or float("nan")
+        """Counts, FPS, latency and the share of wall time in each stage (None where nothing was measured: no
+        frame, no time), so the summary is strict JSON."""
         lat, queue = self.latencies_ms, self.queue_ms
         out = {k: v for k, v in asdict(self).items() if k not in ("latencies_ms", "queue_ms")}
         out.update(
             frames_queued=self.frames_queued,
             frames_undecodable=self.frames_bad + self.decode_errors,
-            fps=self.frames_inferred / wall if self.wall else 0.0,
+            fps=self.frames_inferred / self.wall if self.wall else 0.0,
             latency_ms_median=statistics.median(lat) if lat else None,
             latency_ms_p95=float(np.percentile(lat, 95)) if lat else None,
             queue_ms_median=statistics.median(queue) if queue else None,
-            share_inference=self.infer / wall,
-            share_pre=self.pre / wall,
-            share_post=self.post / wall,
-            share_overlay=self.overlay / wall,
-            share_encoder_push=self.push / wall,
-            share_events=self.events / wall,
-            share_pipeline_wait=self.wait / wall,
         )
+        for name, seconds in self._stage_times().items():
+            out[f"share_{name}"] = seconds / self.wall if self.wall > 0 else None
         return out
+
+    def _stage_times(self) -> dict[str, float]:
+        return {
+            "inference": self.infer,
+            "pre": self.pre,
+            "post": self.post,
+            "overlay": self.overlay,
+            "encoder_push": self.push,
+            "events": self.events,
+            "pipeline_wait": self.wait,
+        }
 
     def line(self) -> str:
         """The one-line stats the stream logs every --stats-interval seconds and at the end."""
@@ -97,13 +106,16 @@ class StreamStats:
             if s["latency_ms_median"] is None
             else f"{s['latency_ms_median']:.0f} ms (p95 {s['latency_ms_p95']:.0f}, from {self.latency_from})"
         )
+        shares = {
+            name: "-" if s[f"share_{name}"] is None else f"{s[f'share_{name}']:.0%}" for name in self._stage_times()
+        }
+        errors = f" score errors {self.score_errors}" if self.score_errors else ""
         return (
             f"in {self.frames_in} inferred {self.frames_inferred} dropped {self.frames_dropped} "
-            f"queued {s['frames_queued']} undecodable {s['frames_undecodable']} anomalies {self.anomalies} "
+            f"queued {s['frames_queued']} undecodable {s['frames_undecodable']} anomalies {self.anomalies}{errors} "
             f"reconnects {self.reconnects} | {s['fps']:.1f} fps | latency {latency} | time: inference "
-            f"{s['share_inference']:.0%} pre {s['share_pre']:.0%} post {s['share_post']:.0%} overlay "
-            f"{s['share_overlay']:.0%} encoder {s['share_encoder_push']:.0%} events {s['share_events']:.0%} "
-            f"waiting for frames {s['share_pipeline_wait']:.0%}"
+            f"{shares['inference']} pre {shares['pre']} post {shares['post']} overlay {shares['overlay']} "
+            f"encoder {shares['encoder_push']} events {shares['events']} waiting for frames {shares['pipeline_wait']}"
         )
 
 

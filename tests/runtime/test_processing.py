@@ -309,3 +309,17 @@ def test_synthetic_model_draws_one_region_per_defect_and_none_on_good_frames(syn
             assert result.anomalous and len(result.regions) == 1, result.regions
             r = result.regions[0]
             assert _boxes_overlap((r.x, r.y, r.w, r.h), defect.box)
+
+
+def test_a_non_finite_score_or_map_is_an_anomaly_with_an_error():
+    """Fail closed (issue 13.1): NaN compares False with any threshold, so `score > threshold` passed every frame
+    of a broken model; a NaN or infinite score, or a map holding one (a backend may reduce NaN away), flags it."""
+    frame_shape, roi = (40, 60, 3), Roi(0, 0, 60, 40)
+    good = inspect(np.full((16, 16), 0.1, np.float32), 0.1, 0.5, roi, frame_shape)
+    assert not good.anomalous and good.error is None
+    nan_map = np.full((16, 16), np.nan, np.float32)
+    for model_map, score in [(nan_map, float("nan")), (nan_map, -3.4e38), (np.full((16, 16), 0.1), float("inf"))]:
+        result = inspect(model_map, score, 0.5, roi, frame_shape)
+        assert result.anomalous and "non-finite score" in result.error and not np.isfinite(result.score)
+    overlay = draw_overlay(np.zeros(frame_shape, np.uint8), np.zeros(frame_shape[:2]), 0.5, float("nan"), [])
+    assert (overlay[..., 0] > overlay[..., 1]).any(), "a NaN score is labelled in the anomaly colour"

@@ -14,7 +14,7 @@ JETSON = Platform(nvvidconv=True, nvv4l2decoder=True, nvv4l2h264enc=True, nvargu
 
 def test_parse_source_kinds(tmp_path):
     video = tmp_path / "clip with space.mp4"
-    video.write_bytes(b"")
+    video.write_bytes(b"not parsed here")
     assert parse_source("test").kind == "test" and parse_source("test://smpte").location == "smpte"
     assert parse_source(str(video)).kind == "file"
     assert parse_source(f"file://{video}").location == str(video)
@@ -44,7 +44,7 @@ def test_bad_sources_are_config_errors(text, message):
 
 def test_live_sources_drop_and_files_do_not(tmp_path):
     video = tmp_path / "v.mp4"
-    video.write_bytes(b"")
+    video.write_bytes(b"not parsed here")
     live = input_pipeline_description(parse_source("rtsp://cam/x"), DESKTOP)
     assert "leaky=downstream" in live and "drop=true max-buffers=1 sync=false" in live and "protocols=tcp" in live
     file = input_pipeline_description(parse_source(str(video)), DESKTOP)
@@ -54,7 +54,7 @@ def test_live_sources_drop_and_files_do_not(tmp_path):
 
 def test_jetson_elements_are_used_when_present(tmp_path):
     video = tmp_path / "v.mp4"
-    video.write_bytes(b"")
+    video.write_bytes(b"not parsed here")
     desktop_in = input_pipeline_description(parse_source(str(video)), DESKTOP)
     jetson_in = input_pipeline_description(parse_source(str(video)), JETSON)
     assert "nvvidconv" not in desktop_in and "nvvidconv ! video/x-raw,format=BGRx" in jetson_in

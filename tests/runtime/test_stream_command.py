@@ -31,6 +31,9 @@ FLAGS = {
     "--stats-interval",
     "--stats-json",
     "--reconnect-attempts",
+    "--start-timeout",
+    "--frame-timeout",
+    "--on-disk-full",
     "--verbose",
 }
 
@@ -55,9 +58,17 @@ def test_options_fill_the_stream_config():
     assert (config.model, config.source, config.threshold, config.max_frames) == ("m.onnx", "test", 0.7, 5)
     assert config.display and not config.allow_foreign_engine and config.events_mode == "anomaly"
     defaults = StreamConfig(model="m.onnx", source="test")
-    unchanged = ("out", "backend", "stats_interval", "reconnect_attempts", "op_library", "stall_timeout")
+    unchanged = (
+        "out",
+        "backend",
+        "stats_interval",
+        "reconnect_attempts",
+        "op_library",
+        "frame_timeout",
+        "on_disk_full",
+    )
     assert all(getattr(config, f) == getattr(defaults, f) for f in unchanged)
-    assert {f.name for f in dataclasses.fields(StreamConfig)} >= {"backoff_initial", "durable_events"}
+    assert {f.name for f in dataclasses.fields(StreamConfig)} >= {"backoff_initial", "durable_events", "sync_interval"}
 
 
 def test_calibration_category_and_overlay_style_options():
@@ -75,3 +86,28 @@ def test_calibration_category_and_overlay_style_options():
         ).overlay_style
         == "heat"
     )
+
+
+def test_numbers_out_of_range_are_usage_errors_naming_the_flag_and_range(capsys):
+    """Ranges live in the option's definition (options.number_in_range): a bad value never reaches the stream."""
+    parser = stream_parser()
+    base = ["--model", "m.onnx", "--source", "test"]
+    bad = [
+        ("--max-frames", "-1", "an integer >= 1"),
+        ("--max-frames", "2.5", "an integer >= 1"),
+        ("--stats-interval", "-1", "a number >= 0"),
+        ("--reconnect-attempts", "-5", "an integer >= 0 or -1"),
+        ("--start-timeout", "nan", "a number >= 0.1"),
+        ("--frame-timeout", "0", "a number >= 0.1"),
+    ]
+    for flag, value, expected in bad:
+        try:
+            parser.parse_args([*base, flag, value])
+        except SystemExit as stop:
+            assert stop.code == 2
+        else:
+            raise AssertionError(f"{flag} {value} was accepted")
+        err = capsys.readouterr().err
+        assert f"argument {flag}" in err and expected in err, err
+    good = parser.parse_args([*base, "--reconnect-attempts", "-1", "--stats-interval", "0", "--max-frames", "1"])
+    assert (good.reconnect_attempts, good.stats_interval, good.max_frames) == (-1, 0.0, 1)
