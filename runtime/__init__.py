@@ -3,7 +3,8 @@
 The bottom layer, shared with training and export:
     contract.py      every cross-stage name, tolerance, format and rule (op names, I/O, metadata, sidecar,
                      thresholds, resize_to_input); imports nothing of the project but errors.py
-    errors.py        ConfigError: a bad model, source or option, in one sentence (exit code 2)
+    errors.py        ConfigError: a bad model, source or option, in one sentence (exit code 2); OutputError: an
+                     output lost during a run (os_error_text says "disk full" when it is)
     options.py       command-line options defined once, on the typed config field they fill
 
 Running a model:
