@@ -1,10 +1,14 @@
-"""Speed of the portable graph against the custom-op graph in onnxruntime on this CPU.
+"""Speed of the portable graph against the custom-op graph in onnxruntime on this CPU, and of the scan-order
+permutation's forms.
 
-    python export/bench_portable.py --onnx model.onnx [--batch 1] [--repeat 5] [--threads N]
+    python export/bench_portable.py --onnx model.onnx [--batch 1] [--repeat 5] [--threads N] [--gathers]
 
 For every distinct scan shape of the graph: the C++ kernel called directly, the one-node custom-op
 graph (the kernel served through onnxruntime-extensions) and its portable expansion; then the whole
 graph both ways. Prints medians and ratios (portable / custom op). Nothing is asserted.
+--gathers: instead, for every scan shape, the permutation around the scan (encode + decode of
+training/models/scan_block.py) in PyTorch and, exported, in onnxruntime and OpenVINO (when installed):
+the single-element form along L it replaced against the forms the model uses now.
 """
 
 from __future__ import annotations
@@ -32,6 +36,19 @@ def median_seconds(fn: Callable[[], object], repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Median seconds of each function, timed in turns (one call of each per round) so that a change in the
+    machine's load during the run hits all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(repeat + 1):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_:  # round 0 is the warm-up
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def scan_inputs(batch: int, d: int, n: int, g: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -102,6 +119,90 @@ def bench_graphs(path: Path, model, batch: int, repeat: int, threads: int, tmp: 
     ]
 
 
+def permutation_module(scan, form: str):
+    """encode + decode of one SS2D's scan orders (a DirectionalScan) as a module torch can export, in one of
+    three forms: "elements" (index_select along L, the form before issue 14), "gather" (PyTorch's now),
+    "rows" (the export's now)."""
+    import torch
+
+    def elements(x, y):
+        b, c, length = x.shape
+        k = scan.num_directions
+        seq = x.index_select(2, scan.encode_table.reshape(-1)).view(b, c, k, length).transpose(1, 2)
+        offsets = scan.decode_table.reshape(k, length) + length * torch.arange(k).view(-1, 1)
+        flat = y.transpose(1, 2).reshape(b, c, k * length)
+        return seq, flat.index_select(2, offsets.reshape(-1)).view(b, c, k, length).sum(2).transpose(1, 2)
+
+    forward = {
+        "elements": elements,
+        "gather": lambda x, y: (scan.gather_encode(x), scan.gather_decode(y).transpose(1, 2)),
+        "rows": lambda x, y: (scan.rows_encode(x), scan.rows_decode(y)),
+    }[form]
+
+    class Permutation(torch.nn.Module):
+        def forward(self, x, y):  # x [B, c, L], y [B, K, c, L]
+            return forward(x, y)
+
+    return Permutation()
+
+
+def _runtimes(path: Path, threads: int) -> dict[str, Callable[[dict[str, np.ndarray]], object]]:
+    """onnxruntime and, when installed, OpenVINO sessions of an exported permutation: name -> run(feed)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    runs = {"onnxruntime": partial(session.run, None)}
+    try:
+        import openvino
+    except ImportError:
+        return runs
+    config = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+    request = openvino.Core().compile_model(str(path), "CPU", config).create_infer_request()
+    runs["OpenVINO"] = request.infer
+    return runs
+
+
+def bench_gather_forms(model, batch: int, repeat: int, threads: int, tmp: Path) -> list[str]:
+    """ms of encode + decode per scan shape: PyTorch (elements vs gather), onnxruntime and OpenVINO
+    (elements vs rows, exported as the model exports them)."""
+    import torch
+
+    from mmad.export.portable import infer_scan_dims
+    from mmad.training.models.scan_block import DirectionalScan
+
+    if threads:
+        torch.set_num_threads(threads)
+    lines = [
+        "| c, L (K) | runtime | elements along L (before) | now | before / now |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for d, g, length in sorted({(s.d, s.g, s.length) for s in infer_scan_dims(model).values()}, key=lambda s: s[2]):
+        c, size = d // g, int(round(length**0.5))
+        scan = DirectionalScan("hilbert", size, g)
+        x, y = torch.randn(batch, c, length), torch.randn(batch, g, c, length)
+        feed = {"x": x.numpy(), "y": y.numpy()}
+        forms = {form: permutation_module(scan, form) for form in ("elements", "gather", "rows")}
+        with torch.no_grad():
+            t = interleaved_medians({form: partial(forms[form], x, y) for form in ("elements", "gather")}, repeat)
+        rows = {"PyTorch": (t["elements"], t["gather"])}
+        runs: dict[str, dict[str, Callable[[], object]]] = {}
+        for form in ("elements", "rows"):
+            path = tmp / f"permutation_{form}.onnx"
+            torch.onnx.export(forms[form], (x, y), str(path), input_names=["x", "y"], dynamo=False, opset_version=17)
+            for runtime, run in _runtimes(path, threads).items():
+                runs.setdefault(runtime, {})[form] = partial(run, feed)
+        for runtime, fns in runs.items():
+            t = interleaved_medians(fns, repeat)
+            rows[runtime] = (t["elements"], t["rows"])
+        for runtime, (before, now) in rows.items():
+            lines.append(
+                f"| {c}, {length} ({g}) | {runtime} | {1e3 * before:.2f} ms | {1e3 * now:.2f} ms | {before / now:.1f} |"
+            )
+    return lines
+
+
 @dataclass
 class BenchPortableConfig:
     """What `python export/bench_portable.py` is asked for; each field is the option of that name."""
@@ -111,6 +212,9 @@ class BenchPortableConfig:
     repeat: int = option(5, metavar="N", help="timed calls per measurement, after one warm-up call")
     threads: int | None = threads_option()
     scans_only: bool = option(False, help="skip the whole-graph timing")
+    gathers: bool = option(
+        False, help="time the scan-order permutation's forms instead (PyTorch, onnxruntime, OpenVINO)"
+    )
 
 
 def bench(config: BenchPortableConfig) -> int:
@@ -122,6 +226,9 @@ def bench(config: BenchPortableConfig) -> int:
         raise ExportError(f"{config.onnx}: no SelectiveScan nodes; give the custom-op graph")
     threads = config.threads or 0  # 0: onnxruntime's default
     with tempfile.TemporaryDirectory(prefix="mmad-bench-") as tmp:
+        if config.gathers:
+            print("\n".join(bench_gather_forms(model, config.batch, config.repeat, threads, Path(tmp))))
+            return 0
         print("\n".join(bench_scans(model, config.batch, config.repeat, threads, Path(tmp))))
         if not config.scans_only:
             print()

@@ -189,8 +189,9 @@ def op_library_option() -> Any:
         None,
         flag="--op-library",
         metavar="LIB",
-        help="onnxruntime custom-op library serving the SelectiveScan op of a custom-op graph "
-        "(default: the project's CPU kernel through onnxruntime-extensions)",
+        help="the library serving the SelectiveScan op of a custom-op graph: an onnxruntime custom-op library, or "
+        "for OpenVINO its extension (default: the project's CPU kernel through onnxruntime-extensions, or the "
+        "project's OpenVINO extension, built on first use)",
     )
 
 
@@ -231,7 +232,7 @@ def threads_option() -> Any:
         None,
         flag="--threads",
         parse=number_in_range(int, 1),
-        help="CPU threads for onnxruntime and PyTorch (default: the CPUs usable here)",
+        help="CPU threads for onnxruntime, OpenVINO and PyTorch (default: the CPUs usable here)",
     )
 
 

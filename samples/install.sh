@@ -4,8 +4,8 @@
 #     (the selective scan's CPU kernel is compiled on first use), cmake (the CUDA plugin);
 #   - PyTorch 2.13.0, CPU build (on the project's dev/CI machines pip takes it from local disk; on a
 #     GPU workstation install the CUDA build of torch into .venv first and pip keeps it);
-#   - the project, editable, with every extra: train, export, runtime, gst, dev.
-# A Jetson needs only `pip install .[runtime,gst]` (no PyTorch); see docker/Dockerfile.jetson.
+#   - the project, editable, with every extra: train, export, runtime, openvino, gst, dev.
+# A Jetson needs only `pip install .[runtime,gst,tensorrt]` (no PyTorch); see docker/Dockerfile.jetson.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,5 +25,5 @@ if [ ! -x .venv/bin/python ]; then "$PYTHON" -m venv .venv; fi
 . .venv/bin/activate
 pip install -q --upgrade pip
 pip install -q "torch==2.13.0"
-pip install -q -e ".[train,export,runtime,gst,dev]"
+pip install -q -e ".[train,export,runtime,openvino,gst,dev]"
 echo "installed into $(pwd)/.venv: activate with '. .venv/bin/activate'"

@@ -108,12 +108,14 @@ def _cpu_signature() -> str:
 
 
 def build_inputs(source_dir: Path = scan_build.PLUGINS_DIR) -> list[Path]:
-    """The files the CPU target's build reads: its source and every CMake file of the project."""
+    """The files the CPU target's build reads: its source and every CMake file of the project (those the
+    op's CMakeLists includes from native/ too, which configuring reads whatever is built)."""
     scan_dir = source_dir / "selective_scan"
     return [
         source_dir / "CMakeLists.txt",
         *sorted((source_dir / "cmake").glob("*.cmake")),
         scan_dir / "CMakeLists.txt",
+        *sorted((scan_dir / "native").rglob("*.cmake")),
         scan_dir / SOURCE_IN_PACKAGE,
     ]
 

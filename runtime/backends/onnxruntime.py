@@ -10,7 +10,9 @@ This is the one place the runtime does that; every caller (stream, bench, mmadin
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,6 @@ from mmad.runtime.backends.base import Backend
 from mmad.runtime.contract import INPUT_NAME, OUTPUT_MAP, SCAN_OP_DOMAIN, SCAN_OP_TYPE
 from mmad.runtime.errors import ConfigError
 from mmad.runtime.model_info import model_info_from_metadata
-from mmad.runtime.processing import score_from_map
 
 PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -90,33 +91,42 @@ class OnnxRuntimeBackend(Backend):
             input_names=[i.name for i in inputs],
             output_names=[o.name for o in self.session.get_outputs()],
             input_shape=input_shape,
+            output_shapes={o.name: o.shape for o in self.session.get_outputs()},
         )
         self._outputs = [OUTPUT_MAP] + ([self.info.score_name] if self.info.score_name else [])
 
+    def _session(self, ort, extra_library: str | None = None, scan_op: bool = False, profile_prefix: str = ""):
+        """A session of the model with this backend's providers and threads (profiling on with a prefix)."""
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self._threads
+        options.log_severity_level = 3  # errors only: provider fall-back notices are expected on CPU machines
+        if profile_prefix:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
+        if extra_library:
+            options.register_custom_ops_library(extra_library)
+        if scan_op:
+            options = _with_scan_op(options)
+        providers = self._providers
+        return ort.InferenceSession(
+            str(self.path), sess_options=options, providers=providers, provider_options=_provider_options(providers)
+        )
+
     def _open_session(self, ort, providers: list[str], op_library: str | None, threads: int):
-        """The session; a custom-op graph without `op_library` gets the project's SelectiveScan op."""
-
-        def session(extra_library: str | None = None, scan_op: bool = False):
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.log_severity_level = 3  # errors only: provider fall-back notices are expected on CPU machines
-            if extra_library:
-                options.register_custom_ops_library(extra_library)
-            if scan_op:
-                options = _with_scan_op(options)
-            return ort.InferenceSession(
-                str(self.path), sess_options=options, providers=providers, provider_options=_provider_options(providers)
-            )
-
+        """The session; a custom-op graph without `op_library` gets the project's SelectiveScan op.
+        Remembers how it was opened (self._how) so that op_times() can open a profiled twin."""
+        self._providers, self._threads = providers, threads
         if op_library and not Path(op_library).is_file():
             raise ConfigError(f"--op-library {op_library}: no such file")
+        self._how: dict[str, object] = {"extra_library": op_library}
         try:
-            return session(op_library)
+            return self._session(ort, op_library)
         except Exception as err:  # onnxruntime raises its own exception types for bad graphs
             if not _needs_custom_op(err) or op_library:
                 raise ConfigError(f"--model {self.path}: onnxruntime cannot load it: {err}") from None
+        self._how = {"scan_op": True}
         try:
-            return session(scan_op=True)
+            return self._session(ort, scan_op=True)
         except ImportError as err:  # CustomOpUnavailable: onnxruntime-extensions or the C++ kernel is missing
             raise ConfigError(
                 f"--model {self.path} uses the custom op {SCAN_OP_DOMAIN}:{SCAN_OP_TYPE}, and the project's kernel "
@@ -128,19 +138,43 @@ class OnnxRuntimeBackend(Backend):
                 f"--model {self.path}: onnxruntime cannot load it even with the {SCAN_OP_TYPE} op registered: {err}"
             ) from None
 
+    def op_times(self, images: np.ndarray, runs: int) -> tuple[str, dict[str, float]]:
+        """ms per run by op type over `runs` runs after one untimed run, from onnxruntime's profiler on a
+        second, profiled session (mmad.runtime.bench.profile)."""
+        ort = _import_onnxruntime()
+        feed = {INPUT_NAME: self.check_batch(images)}
+        with tempfile.TemporaryDirectory(prefix="mmad-ort-profile-") as folder:
+            session = self._session(ort, profile_prefix=str(Path(folder) / "ort"), **self._how)
+            for _ in range(runs + 1):
+                session.run(self._outputs, feed)
+            trace = json.loads(Path(session.end_profiling()).read_text())
+        return "onnxruntime profiler", kernel_times(trace, skip_runs=1, runs=runs)
+
     def describe(self) -> str:
         return f"onnxruntime {self.session.get_providers()[0]}"
 
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         batch = self.check_batch(images)
         results = self.session.run(self._outputs, {INPUT_NAME: batch})
-        maps = np.asarray(results[0], np.float32)
-        maps = maps.reshape(maps.shape[0], maps.shape[-2], maps.shape[-1])  # [B, 1, h, w] -> [B, h, w]
-        scores = np.asarray(results[1], np.float32).reshape(-1) if len(results) > 1 else score_from_map(maps)
-        return maps, scores
+        return self.model_outputs(results[0], results[1] if len(results) > 1 else None)
 
     def close(self) -> None:
         self.session = None
+
+
+def kernel_times(trace: list[dict], skip_runs: int, runs: int) -> dict[str, float]:
+    """ms per run by op type from an onnxruntime profile trace (its JSON events), leaving out the node
+    events of the first `skip_runs` runs (warm-up)."""
+    starts = sorted(e["ts"] for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run")
+    if len(starts) < skip_runs + runs:
+        raise RuntimeError(f"onnxruntime's profile holds {len(starts)} runs, expected {skip_runs + runs}")
+    first = starts[skip_runs]
+    times: dict[str, float] = {}
+    for event in trace:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and event["ts"] >= first:
+            op = event["args"]["op_name"]
+            times[op] = times.get(op, 0.0) + event["dur"] / 1000.0 / runs
+    return times
 
 
 def _with_scan_op(options):

@@ -26,6 +26,7 @@ pre-processed images and compares maps and scores with the reference's.
     frames.py           the images or generated frames every backend sees
     deviation.py        each backend's distance from the reference, against the contract's tolerances
     run.py              the timing loop per stage and batch size, and run_bench()
+    profile.py          --profile: each backend's inference time by op type, from its own profiler
     environment.py      the machine the numbers were measured on
     report.py           report.md and the plots
     stream_fps.py       frames per second of `mmad stream` (python -m mmad.runtime.bench.stream_fps)

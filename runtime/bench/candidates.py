@@ -3,10 +3,11 @@ others cannot run here.
 
     plan = plan_backends(config)      # Plan: candidates (name, source, load, prepare) + skipped (name, reason)
 
-Model files are probed once for their report name (onnxruntime-portable, tensorrt-fp16, ...). A
+Model files are probed once for their report name (onnxruntime-portable, tensorrt-fp16, ...); an FP32
+ONNX file also runs in OpenVINO, at FP32 and FP16 (openvino-fp32, openvino-fp16), when it is installed. A
 checkpoint folder adds PyTorch eager and the graphs and engines not already given as files,
-exported on demand through the checkpoint adapter (checkpoint.py). The reference is PyTorch eager
-when there is a checkpoint, else the first portable FP32 graph, else the first file.
+exported on demand through the checkpoint adapter (checkpoint.py); OpenVINO runs its custom-op graph. The
+reference is PyTorch eager when there is a checkpoint, else the first portable FP32 graph, else the first file.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from mmad.runtime.errors import ConfigError
 
 log = logging.getLogger("mmad.bench")
 PRECISIONS = ("fp32", "fp16", "int8")  # the TensorRT engines a checkpoint gets
+OPENVINO_PRECISIONS = ("fp32", "fp16")  # OpenVINO's inference precisions for an FP32 graph
 
 
 def selected(name: str, selectors: list[str] | None) -> bool:
@@ -71,6 +73,14 @@ def load_onnx_backend(path: Path, provider: str, config: BenchConfig) -> Backend
     return OnnxRuntimeBackend(path, provider=provider, op_library=config.op_library, threads=config.cpu_threads)
 
 
+def load_openvino_backend(path: Path, precision: str, config: BenchConfig, compile_now: bool = True) -> Backend:
+    """An ONNX file in OpenVINO (a custom-op graph gets the project's SelectiveScan extension from the backend;
+    --op-library names the onnxruntime op in a bench, so it is not passed). compile_now=False: metadata only."""
+    from mmad.runtime.backends.openvino import OpenVinoBackend
+
+    return OpenVinoBackend(path, precision=precision, threads=config.cpu_threads, compile_now=compile_now)
+
+
 def load_engine_backend(path: Path, plugin_library: str | None) -> Backend:
     return load_backend(path, "tensorrt", plugin_library=plugin_library)
 
@@ -102,6 +112,11 @@ def _missing(module: str) -> bool:
         return True
 
 
+def openvino_unavailable() -> str | None:
+    """Why OpenVINO cannot run here, or None."""
+    return "the openvino package is not installed (pip install openvino)" if _missing("openvino") else None
+
+
 def tensorrt_unavailable(config: BenchConfig) -> str | None:
     """Why TensorRT engines cannot be built here, or None."""
     if _missing("tensorrt"):
@@ -122,6 +137,8 @@ def export_unavailable(name: str, config: BenchConfig) -> str | None:
         return "mmad.export needs the export extra (pip install 'mmad-edge[export]')"
     if name == "onnxruntime-custom-op" and _missing("onnxruntime_extensions"):
         return "onnxruntime-extensions is not installed (it serves the SelectiveScan op on the CPU)"
+    if name.startswith("openvino"):
+        return openvino_unavailable()
     if name.startswith("tensorrt"):
         reason = tensorrt_unavailable(config)
         if reason is None and name == "tensorrt-int8" and not config.calib_data:
@@ -131,29 +148,53 @@ def export_unavailable(name: str, config: BenchConfig) -> str | None:
 
 
 # --- Planning ------------------------------------------------------------------------------------
+def _file_probes(path: Path, kind: str, config: BenchConfig) -> list[tuple[str, Callable[[], Backend]]]:
+    """(runner, load) of each way this machine can run a model file: "tensorrt", an onnxruntime provider
+    ("cpu", "cuda"), or "openvino" (loaded for its metadata only: a probe need not compile the graph)."""
+    if kind == "tensorrt":
+        return [("tensorrt", partial(load_engine_backend, path, config.plugin_library))]
+    probes = [("cpu", partial(load_onnx_backend, path, "cpu", config))]
+    if "CUDAExecutionProvider" in onnxruntime_providers():
+        probes.append(("cuda", partial(load_onnx_backend, path, "cuda", config)))
+    if openvino_unavailable() is None:
+        probes.append(("openvino", partial(load_openvino_backend, path, "fp32", config, compile_now=False)))
+    return probes
+
+
+def _file_runs(
+    path: Path, runner: str, load: Callable[[], Backend], probe: Backend, config: BenchConfig
+) -> list[tuple[str, Callable[[], Backend]]]:
+    """(report name, load) of the candidates that one probed runner adds for a file: itself, loaded as probed,
+    or for OpenVINO one per precision."""
+    if runner != "openvino":
+        return [(backend_name(probe, runner), load)]
+    if probe.info.metadata.get("precision", "fp32") != "fp32":
+        raise ConfigError("OpenVINO is given the FP32 graph: it lowers the precision itself (openvino-fp16)")
+    runs = []
+    for precision in OPENVINO_PRECISIONS:
+        name = "openvino-" + ("portable-" if probe.info.scan == "portable" else "") + precision  # fp32 graphs only
+        runs.append((name, partial(load_openvino_backend, path, precision, config)))
+    return runs
+
+
 def file_candidates(path: Path, config: BenchConfig, plan: Plan) -> None:
-    """Add the backends that run a model file (probing it once for its name), or say why not."""
+    """Add the backends that run a model file (probing it once per runner for its name), or say why not."""
     kind = backend_kind_for_file(path)
-    providers = ["cpu"]
-    if kind == "onnxruntime" and "CUDAExecutionProvider" in onnxruntime_providers():
-        providers.append("cuda")
-    for provider in providers:
-        if kind == "tensorrt":
-            load = partial(load_engine_backend, path, config.plugin_library)
-        else:
-            load = partial(load_onnx_backend, path, provider, config)
+    for runner, load in _file_probes(path, kind, config):
         try:
             with load() as probe:
-                name = backend_name(probe, provider)
+                runs = _file_runs(path, runner, load, probe, config)
         except (ValueError, RuntimeError, OSError) as err:  # ConfigError, or TensorRT / CUDA failing here
-            plan.skip(f"{path.name} ({kind}{'' if provider == 'cpu' else '-' + provider})", str(err))
+            label = {"cpu": kind, "cuda": f"{kind}-cuda"}.get(runner, runner)
+            plan.skip(f"{path.name} ({label})", str(err))
             continue
-        if name.startswith("onnxruntime-custom-op") and provider != "cpu":
-            continue  # the custom op is served on the CPU only: a CUDA session would mostly measure copies
-        if name in plan.names:
-            name = f"{name}:{path.name}"  # two files of one kind: keep both, told apart by file
-        if selected(name.split(":")[0], config.backends):
-            plan.candidates.append(Candidate(name, str(path), load))
+        for name, run_load in runs:
+            if name.startswith("onnxruntime-custom-op") and runner == "cuda":
+                continue  # the custom op is served on the CPU only: a CUDA session would mostly measure copies
+            if name in plan.names:
+                name = f"{name}:{path.name}"  # two files of one kind: keep both, told apart by file
+            if selected(name.split(":")[0], config.backends):
+                plan.candidates.append(Candidate(name, str(path), run_load))
 
 
 def checkpoint_exports(
@@ -166,6 +207,10 @@ def checkpoint_exports(
     if "CUDAExecutionProvider" in onnxruntime_providers():
         on_cuda = partial(load_onnx_backend, provider="cuda", config=config)
         wanted.append(("onnxruntime-portable-cuda", portable, on_cuda))
+    for precision in OPENVINO_PRECISIONS:
+        wanted.append(
+            (f"openvino-{precision}", custom_op, partial(load_openvino_backend, precision=precision, config=config))
+        )
     engine = partial(load_engine_backend, plugin_library=config.trt_plugin)
     wanted += [(f"tensorrt-{precision}", partial(exports.engine, precision), engine) for precision in PRECISIONS]
     return wanted

@@ -46,8 +46,24 @@ class ImportedBackend(Backend):
     def describe(self) -> str:
         return self.inner.describe()
 
+    def op_times(self, images: np.ndarray, runs: int) -> tuple[str, dict[str, float]]:
+        """ms per run by operator (self CPU time) from PyTorch's profiler (mmad.runtime.bench.profile)."""
+        return "PyTorch profiler", torch_op_times(self.inner.infer, self.check_batch(images), runs)
+
     def close(self) -> None:
         self.inner.close()
+
+
+def torch_op_times(infer: Callable[[np.ndarray], object], images: np.ndarray, runs: int) -> dict[str, float]:
+    """Self CPU ms per run of each PyTorch operator (autograd Functions such as the scan's _CpuScan by their
+    name) over `runs` calls of infer(images) after one untimed call. torch is imported only now."""
+    from torch.profiler import ProfilerActivity, profile
+
+    infer(images)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(runs):
+            infer(images)
+    return {e.key: e.self_cpu_time_total / 1000.0 / runs for e in prof.key_averages() if e.self_cpu_time_total > 0}
 
 
 def load_torch_backend(checkpoint: str, device: str, threads: int) -> Backend:

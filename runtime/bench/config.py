@@ -23,7 +23,7 @@ from mmad.runtime.options import (
     threads_option,
 )
 
-BACKEND_FAMILIES = ("pytorch", "onnxruntime", "tensorrt")
+BACKEND_FAMILIES = ("pytorch", "onnxruntime", "openvino", "tensorrt")
 DEFAULT_FRAME_SIZE = (640, 480)  # generated frames when no --images: the stream benchmark's size
 
 
@@ -91,6 +91,12 @@ class BenchConfig:
     plugin_library: str | None = plugin_library_option()
     calib_data: list[str] = calib_data_option()  # `mmad bench` passes --images when none are given
     plots: bool = option(True, help="write the PNG plots (latency_distribution.png, stage_breakdown.png)")
+    profile: bool = option(
+        False,
+        help="also profile each backend (onnxruntime's profiler, OpenVINO's performance counters, PyTorch's "
+        "profiler) at the smallest batch: the share of inference time by op type, in the report",
+    )
+    profile_runs: int = option(5, help="runs profiled per backend with --profile, after one untimed run")
 
     def check(self) -> None:
         """ConfigError naming the option that is out of range."""
@@ -100,6 +106,8 @@ class BenchConfig:
             raise ConfigError(f"--batch {','.join(map(str, self.batches))}: expected positive integers")
         if self.iters < 1 or self.warmup < 0:
             raise ConfigError(f"--iters {self.iters} / --warmup {self.warmup}: expected iters >= 1, warmup >= 0")
+        if self.profile_runs < 1:
+            raise ConfigError(f"--profile-runs {self.profile_runs}: expected at least 1")
         if self.max_images < 1:
             raise ConfigError(f"--max-images {self.max_images}: expected at least 1")
         if self.threads is not None and self.threads < 1:
@@ -134,6 +142,8 @@ def command_line(config: BenchConfig) -> str:
         "--torch-device": config.torch_device if config.torch_device != "cpu" else None,
         "--op-library": config.op_library,
         "--plugin-library": config.plugin_library,
+        "--profile-runs": str(config.profile_runs) if config.profile else None,
     }
     parts += [item for key, value in options.items() if value for item in (key, value)]
+    parts += ["--profile"] if config.profile else []
     return shlex.join(parts)

@@ -29,8 +29,9 @@ LIBRARIES = (
     "onnxruntime-extensions",
     "onnx",
     "torch",
+    "openvino",
     "tensorrt",
-    "cuda-python",
+    "polygraphy",
     "pycuda",
     "matplotlib",
 )

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from mmad.runtime.bench.environment import environment_lines
+from mmad.runtime.bench.profile import profile_tables
 
 STAGE_LABELS = {"pre": "pre-processing", "infer": "inference", "post": "post-processing"}
 STAGE_COLOURS = {"pre": "#4c72b0", "infer": "#dd8452", "post": "#55a868"}
@@ -159,7 +160,7 @@ def _header(report: dict) -> list[str]:
             "Each timed iteration runs a batch through pre-processing (resize to the model input), inference and "
             "post-processing (map onto the frame, threshold, regions), as `mmad stream` does; "
             f"{settings['warmup']} warm-up iterations per batch size are not counted, {settings['iterations']} are. "
-            f"CPU threads for onnxruntime and PyTorch: {settings['cpu_threads']}."
+            f"CPU threads for onnxruntime, OpenVINO and PyTorch: {settings['cpu_threads']}."
         ),
         "",
     ]
@@ -207,6 +208,7 @@ def markdown(report: dict, plots_written: list[str], plot_note: str | None) -> s
         out += [f"## Latency, batch {batch} (ms per batch, end to end)", "", *latency_table(report, batch), ""]
         out += [f"## Stages, batch {batch} (mean ms per batch)", "", *stage_table(report, batch), ""]
     out += _deviation_section(report)
+    out += profile_tables(report)
     if report["skipped"]:
         out += ["## Not measured", ""]
         out += [f"- **{s['name']}**: {s['reason']}" for s in report["skipped"]]

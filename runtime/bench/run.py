@@ -26,6 +26,7 @@ from mmad.runtime.bench.config import BenchConfig, command_line
 from mmad.runtime.bench.deviation import Reference, deviation, run_all, tolerance_for
 from mmad.runtime.bench.environment import capture_environment
 from mmad.runtime.bench.frames import load_frames
+from mmad.runtime.bench.profile import profile_backend
 from mmad.runtime.bench.report import write_report
 from mmad.runtime.errors import ConfigError
 from mmad.runtime.processing import full_frame, inspect, model_input
@@ -126,6 +127,10 @@ def measure(
         entry["latency"][str(batch)] = time_backend(
             backend, frames, batch, config.iters, config.warmup, reference.threshold
         )
+    if config.profile:  # after the timing, on an instrumented copy, so the timed runs stay clean
+        log.info("%s: profiling %d runs at batch %d", candidate.name, config.profile_runs, min(config.batches))
+        batch = inputs[np.arange(min(config.batches)) % len(inputs)]
+        entry["profile"] = profile_backend(backend, batch, config.profile_runs)
     return entry, reference
 
 
@@ -186,6 +191,7 @@ def settings(config: BenchConfig, images: dict[str, object]) -> dict[str, object
         "cpu_threads": config.cpu_threads,
         "torch_device": config.torch_device,
         "images": images,
+        "profile_runs": config.profile_runs if config.profile else 0,
     }
 
 

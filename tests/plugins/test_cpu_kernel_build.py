@@ -138,9 +138,13 @@ def test_cmake_builds_the_cpu_kernel_without_a_cuda_compiler(tmp_path):
     path = _path_without_nvcc()
     if path is None:
         pytest.skip("needs cmake and a C++ compiler in folders without nvcc")
-    env = {k: v for k, v in os.environ.items() if k not in ("CUDACXX", "CXXFLAGS", "LDFLAGS")} | {"PATH": path}
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDACXX", "CUDA_HOME", "CXXFLAGS", "LDFLAGS")}
+    env["PATH"] = path
     source = str(scan_build.PLUGINS_DIR)
-    configure = _cmake("-S", source, "-B", str(tmp_path), f"-DCMAKE_CXX_COMPILER={cpu.find_compiler()}", env=env)
+    # The project also looks for nvcc in CUDA's usual folders: hide them too.
+    hidden = "-DCMAKE_IGNORE_PATH=/usr/local/cuda/bin;/opt/cuda/bin"
+    compiler = f"-DCMAKE_CXX_COMPILER={cpu.find_compiler()}"
+    configure = _cmake("-S", source, "-B", str(tmp_path), compiler, hidden, env=env)
     assert configure.returncode == 0, configure.stdout + configure.stderr
     assert "are SKIPPED (no CUDA compiler" in _words(configure.stderr)
     makefile = (tmp_path / "Makefile").read_text()
@@ -154,7 +158,7 @@ def test_cmake_builds_the_cpu_kernel_without_a_cuda_compiler(tmp_path):
     assert "-fopenmp" in link_line and "fast-math" not in link_line, link_line
     assert scan_build.library_file(tmp_path / scan_build.OUTPUT_SUBDIR, scan_build.CPU_LIBRARY).is_file()
 
-    forced = _cmake("-S", source, "-B", str(tmp_path / "on"), "-DMMAD_BUILD_CUDA=ON", env=env)
+    forced = _cmake("-S", source, "-B", str(tmp_path / "on"), "-DMMAD_BUILD_CUDA=ON", hidden, env=env)
     assert forced.returncode != 0 and "MMAD_BUILD_CUDA=ON but no CUDA compiler" in _words(forced.stderr)
 
 

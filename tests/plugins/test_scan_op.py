@@ -349,3 +349,82 @@ def test_backward_rejects_mismatched_dy():
     x = [t.numpy() for t in scan_inputs(1, 8, 5)]
     with pytest.raises(ValueError, match="dy must match u"):
         cpu.scan_backward(*x, np.zeros((1, 8, 4), np.float32))
+
+
+# --- the onnxruntime op (onnxruntime_op.py) ------------------------------------------------------
+@needs_cpp
+def test_onnxruntime_op_matches_the_reference_at_any_thread_count(tmp_path):
+    """The node through onnxruntime-extensions (the array hook, the scan's own threads) against the float64
+    reference, at one of MMAD's stage shapes; the result does not depend on the scan's thread count."""
+    pytest.importorskip("onnxruntime_extensions")
+    from onnx import save
+
+    from mmad.export.portable import single_scan_model
+    from mmad.plugins.selective_scan import onnxruntime_op
+    from mmad.runtime.contract import SCAN_INPUTS
+
+    dim, length = MMAD_STAGE_SHAPES[3]
+    x = scan_inputs(1, dim, length)
+    feed = {name: t.numpy() for name, t in zip(SCAN_INPUTS, x)}
+    save(single_scan_model(dim, 16, 8, length), tmp_path / "scan.onnx")
+    session = onnxruntime_op.inference_session(tmp_path / "scan.onnx", threads=1)
+    (y1,) = session.run(None, feed)
+    onnxruntime_op.set_scan_threads(2)
+    (y2,) = session.run(None, feed)
+    ref = plain_loop_scan(*(t.double() for t in x))
+    assert rel_err(torch.from_numpy(y1), ref) <= SCAN_TOL_FP32
+    np.testing.assert_array_equal(y1, y2)
+
+
+@needs_cpp
+def test_onnxruntime_op_hook_passes_other_python_ops_on(tmp_path):
+    """The array hook answers only SelectiveScan; another onnxruntime-extensions Python op still runs."""
+    ext = pytest.importorskip("onnxruntime_extensions")
+    import onnxruntime
+    from onnx import TensorProto, helper, save
+
+    from mmad.plugins.selective_scan import onnxruntime_op
+
+    onnxruntime_op.register_selective_scan_op()
+
+    @ext.onnx_op(op_type="MmadTestNegate", inputs=[ext.PyCustomOpDef.dt_float], outputs=[ext.PyCustomOpDef.dt_float])
+    def negate(x):
+        return -x
+
+    node = helper.make_node("MmadTestNegate", ["x"], ["y"], domain="ai.onnx.contrib")
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph([node], "neg", [value("x", TensorProto.FLOAT, [3])], [value("y", TensorProto.FLOAT, [3])])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.contrib", 1)]
+    save(helper.make_model(graph, opset_imports=opsets), tmp_path / "neg.onnx")
+    options = onnxruntime_op.session_options_with_custom_ops()
+    session = onnxruntime.InferenceSession(str(tmp_path / "neg.onnx"), options, providers=["CPUExecutionProvider"])
+    x = np.array([1.0, -2.0, 3.5], np.float32)
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], -x)
+
+
+def test_onnxruntime_op_hook_returns_the_array_not_a_list():
+    """The hook the op installs answers its own op id with the output array (the extension copies its buffer)
+    and hands every other id to the hook installed before, with the same (id, feed, attributes) call."""
+    from types import SimpleNamespace
+
+    from mmad.plugins.selective_scan import onnxruntime_op
+
+    installed, stock_calls = [], []
+
+    def stock(k_id, feed, attributes):  # the extension's own hook: shape and a flat list
+        stock_calls.append(k_id)
+        return k_id, feed[0].shape, feed[0].flatten().tolist()
+
+    ext = SimpleNamespace(
+        _ocos=SimpleNamespace(_on_pyop_invocation=stock),
+        PyCustomOpDef=SimpleNamespace(install_hooker=installed.append),
+    )
+    kernel = lambda x, **attrs: x * float(attrs["scale"])  # noqa: E731
+    assert onnxruntime_op._install_array_hook(ext, 7, kernel)
+    (hook,) = installed
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    k_id, shape, y = hook(7, [x], {"scale": "2"})
+    assert (k_id, shape) == (7, (2, 3)) and isinstance(y, np.ndarray) and y.flags.c_contiguous
+    np.testing.assert_array_equal(y, 2 * x)
+    assert hook(8, [x], {}) == (8, (2, 3), x.flatten().tolist()) and stock_calls == [8]
+    assert not onnxruntime_op._install_array_hook(SimpleNamespace(), 7, kernel)  # no hook to replace: unchanged

@@ -38,7 +38,7 @@ def model(tmp_path_factory) -> Path:
 
 def test_onnxruntime_matches_the_numpy_reference(model):
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
-    with load_backend(model) as backend:
+    with load_backend(model, "onnxruntime") as backend:
         assert backend.name == "onnxruntime" and (backend.info.height, backend.info.width) == (64, 64)
         assert backend.info.threshold == pytest.approx(SYNTHETIC_THRESHOLD)
         maps, scores = backend.infer(images)
@@ -51,7 +51,7 @@ def test_onnxruntime_matches_the_numpy_reference(model):
 
 
 def test_infer_rejects_the_wrong_input(model):
-    with load_backend(model) as backend:
+    with load_backend(model, "onnxruntime") as backend:
         with pytest.raises(ValueError, match=r"uint8 images \[B, 64, 64, 3\]"):
             backend.infer(np.zeros((1, 32, 32, 3), np.uint8))
         with pytest.raises(ValueError, match="uint8"):
@@ -59,7 +59,7 @@ def test_infer_rejects_the_wrong_input(model):
 
 
 def test_inspector_threshold_override_and_roi(model):
-    backend = load_backend(model)
+    backend = load_backend(model, "onnxruntime")
     frame = np.full((120, 160, 3), 128, np.uint8)
     frame[10:30, 10:30] = 0  # a dark defect in the top-left corner
     assert FrameInspector(backend).inspect(frame).anomalous
@@ -141,11 +141,11 @@ def test_custom_op_graph_without_its_library_is_a_clear_error(tmp_path, monkeypa
     monkeypatch.setitem(sys.modules, "onnxruntime_extensions", None)  # `import onnxruntime_extensions` fails
     path = scan_graph(tmp_path / "custom.onnx")
     with pytest.raises(ConfigError, match="custom.onnx") as err:
-        load_backend(path)
+        load_backend(path, "onnxruntime")
     assert SCAN_OP_TYPE in str(err.value) or "onnxruntime-extensions" in str(err.value)
     assert "onnxruntime-extensions" in str(err.value) and "--op-library" in str(err.value)
     with pytest.raises(ConfigError, match="--op-library"):
-        load_backend(path, op_library=str(tmp_path / "missing.so"))
+        load_backend(path, "onnxruntime", op_library=str(tmp_path / "missing.so"))
 
 
 def test_custom_op_graph_runs_on_the_projects_kernel(tmp_path):
@@ -156,7 +156,7 @@ def test_custom_op_graph_runs_on_the_projects_kernel(tmp_path):
     if cpu.find_compiler() is None:
         pytest.skip("no C++ compiler for the CPU scan")
     images = np.random.default_rng(2).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
-    with load_backend(scan_graph(tmp_path / "model.onnx", image_size=8), threads=1) as backend:
+    with load_backend(scan_graph(tmp_path / "model.onnx", image_size=8), "onnxruntime", threads=1) as backend:
         assert backend.info.scan == "custom-op" and (backend.info.height, backend.info.width) == (8, 8)
         maps, scores = backend.infer(images)
     grey = (images.astype(np.float32).mean(axis=3) / 255).reshape(2, 1, 64)

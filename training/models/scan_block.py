@@ -26,43 +26,73 @@ class _PairedGather(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, scan: "DirectionalScan", decode: bool):
         ctx.scan, ctx.decode = scan, decode
-        return scan.decode_flat(x) if decode else scan.encode_flat(x)
+        return scan.gather_decode(x) if decode else scan.gather_encode(x)
 
     @staticmethod
     def backward(ctx, grad):
         grad = grad.contiguous()
-        return (ctx.scan.encode_flat(grad) if ctx.decode else ctx.scan.decode_flat(grad)), None, None
+        return (ctx.scan.gather_encode(grad) if ctx.decode else ctx.scan.gather_decode(grad)), None, None
 
 
 class DirectionalScan(nn.Module):
-    """Gathers a map into K scan sequences and merges K sequences back (sum over directions)."""
+    """Gathers a map into K scan sequences and merges K sequences back (sum over directions).
+
+    Two forms of the same permutation, chosen by where the model runs (measured in
+    plugins/selective_scan/README.md, "Applying the scan orders"):
+    - PyTorch: one `torch.gather` straight into the scan's [B, K, C, L] layout and one back, the [K, L]
+      tables broadcast over batch and channels. aten::index_select along L, which this replaced, moved one
+      element at a time and was 38 % of CPU inference (issue 14).
+    - ONNX export: Gathers of whole rows of C values. onnxruntime's Gather copies one block per index, so
+      gathering single elements along L was ~10x slower there; encode transposes the map to [B, L, C] rows,
+      decode reads the K sequences as [B, L, K, C] rows (the transposes OpenVINO runs fastest).
+    """
 
     def __init__(self, curve: str, size: int, num_directions: int):
         super().__init__()
         idx = direction_indices(curve, size, num_directions)  # [K, L]
-        length = idx.shape[1]
-        inv = inverse_indices(idx) + length * torch.arange(num_directions).view(-1, 1).numpy()
+        k, length = idx.shape
+        inv = inverse_indices(idx)
         self.curve, self.size, self.num_directions, self.length = curve, size, num_directions, length
-        # Derived from the config, so not stored in checkpoints.
-        self.register_buffer("encode_index", torch.from_numpy(idx).reshape(-1), persistent=False)  # [K·L]
-        self.register_buffer("decode_index", torch.from_numpy(inv).reshape(-1), persistent=False)  # [K·L]
+        # Derived from the config, so not stored in checkpoints. [1, K, 1, L] tables for torch.gather; flat
+        # [K·L] row tables for the exported Gathers: encode reads row idx[k, p] of the [L, C] map, decode reads
+        # row inv[k, l]·K + k of the sequences laid out as [L, K, C].
+        self.register_buffer("encode_table", torch.from_numpy(idx).view(1, k, 1, length), persistent=False)
+        self.register_buffer("decode_table", torch.from_numpy(inv).view(1, k, 1, length), persistent=False)
+        self.register_buffer("encode_row_index", torch.from_numpy(idx).reshape(-1), persistent=False)
+        rows = torch.from_numpy(inv) * k + torch.arange(k).view(-1, 1)
+        self.register_buffer("decode_row_index", rows.reshape(-1), persistent=False)
 
-    def encode_flat(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, L] -> [B, C, K·L]
-        return x.index_select(2, self.encode_index)
+    def gather_encode(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, L] -> [B, K, C, L], contiguous
+        b, c, length = x.shape
+        shape = (b, self.num_directions, c, length)
+        return torch.gather(x.unsqueeze(1).expand(shape), 3, self.encode_table.expand(shape))
 
-    def decode_flat(self, s: torch.Tensor) -> torch.Tensor:  # [B, C, K·L] -> [B, C, L]
-        b, c, _ = s.shape
-        return s.index_select(2, self.decode_index).view(b, c, self.num_directions, self.length).sum(2)
+    def gather_decode(self, y: torch.Tensor) -> torch.Tensor:  # [B, K, C, L] -> [B, C, L]
+        return torch.gather(y, 3, self.decode_table.expand(y.shape)).sum(1)
+
+    def rows_encode(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, L] -> [B, K, C, L] (a view): the ONNX form
+        b, c, length = x.shape
+        rows = x.transpose(1, 2).index_select(1, self.encode_row_index)  # [B, K·L, C]
+        return rows.view(b, self.num_directions, length, c).transpose(2, 3)
+
+    def rows_decode(self, y: torch.Tensor) -> torch.Tensor:  # [B, K, C, L] -> [B, L, C]: the ONNX form
+        b, k, c, length = y.shape
+        rows = y.permute(0, 3, 1, 2).reshape(b, length * k, c).index_select(1, self.decode_row_index)
+        return rows.view(b, k, length, c).sum(1)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, L] -> [B, K, C, L]
-        b, c, length = x.shape
-        seq = _PairedGather.apply(x, self, False) if x.requires_grad else self.encode_flat(x)
-        return seq.view(b, c, self.num_directions, length).transpose(1, 2)
+        if torch.onnx.is_in_onnx_export():
+            return self.rows_encode(x)
+        return _PairedGather.apply(x, self, False) if x.requires_grad else self.gather_encode(x)
+
+    def decode_to_rows(self, y: torch.Tensor) -> torch.Tensor:  # [B, K, C, L] -> [B, L, C] (maybe a view)
+        if torch.onnx.is_in_onnx_export():
+            return self.rows_decode(y)
+        merged = _PairedGather.apply(y, self, True) if y.requires_grad else self.gather_decode(y)
+        return merged.transpose(1, 2)
 
     def decode(self, y: torch.Tensor) -> torch.Tensor:  # [B, K, C, L] -> [B, C, L]
-        b, k, c, length = y.shape
-        flat = y.transpose(1, 2).reshape(b, c, k * length)
-        return _PairedGather.apply(flat, self, True) if flat.requires_grad else self.decode_flat(flat)
+        return self.decode_to_rows(y).transpose(1, 2)
 
 
 class SS2D(nn.Module):
@@ -130,7 +160,7 @@ class SS2D(nn.Module):
             delta_softplus=True,
             backend=self.scan_backend,
         ).view(b, self.num_directions, self.d_inner, length)
-        y = self.scan.decode(y).transpose(1, 2).reshape(b, h, w, self.d_inner)
+        y = self.scan.decode_to_rows(y).reshape(b, h, w, self.d_inner)
         y = self.out_norm(y) * F.silu(z)
         return self.dropout(self.out_proj(y))
 
