@@ -43,12 +43,30 @@ from mmad.runtime.contract import (
     SCAN_OP_DOMAIN,
     SCAN_OP_DOMAIN_VERSION,
     THRESHOLD_F1,
+    check_threshold,
 )
 from mmad.training.checkpoint import CheckpointInfo, load_model
 from mmad.training.models import AnomalyModel
+from mmad.training.models.head import MAP_SCALE
 from mmad.training.thresholds import deployment_thresholds
 
 BATCH_AXIS = "batch"
+# Every raw map value and score: three scales of 1 - cosine similarity (each in [0, 2]), summed and scaled by
+# MAP_SCALE, then upsampled and blurred with weights that sum to 1 (training/README.md §2.8). score_range()
+# gives a model's (a normalised map moves it); the metadata carries it, and a threshold outside it is refused.
+RAW_SCORE_RANGE = (0.0, 3 * 2.0 * MAP_SCALE)
+
+
+def score_range(model: AnomalyModel | None, config) -> tuple[float, float] | None:
+    """The range of every map value and score of `model` (a ModelConfig `config` alone: None when that depends on
+    the weights). A normalised map, (map - map_mean) / map_scale per pixel, spans the lowest pixel's low end to
+    the highest pixel's high end; its score (the maximum or a top-k mean) lies within."""
+    if not getattr(config, "normalize_map", False):
+        return RAW_SCORE_RANGE
+    if model is None:
+        return None
+    low, high = ((v - model.map_mean) / model.map_scale for v in RAW_SCORE_RANGE)
+    return float(low.min()), float(high.max())
 
 
 class ImageInputModel(nn.Module):
@@ -75,9 +93,21 @@ class ExportResult:
     scan_nodes: int  # scan calls of the model: SelectiveScan nodes before any portable expansion
 
 
-def export_metadata(info: CheckpointInfo, *, scan: str, precision: str) -> dict[str, str]:
-    """The contract's metadata for a model from this checkpoint (values as strings, JSON for lists)."""
+def export_metadata(
+    info: CheckpointInfo,
+    *,
+    scan: str,
+    precision: str,
+    source: str = "checkpoint",
+    scores: tuple[float, float] | None = None,
+) -> dict[str, str]:
+    """The contract's metadata for a model from this checkpoint (values as strings, JSON for lists).
+
+    scores: the model's score_range() (default: the config's, when the weights do not move it). ExportError
+    naming `source` (the checkpoint) when a threshold is not a finite number in that range.
+    """
     m = info.config.model
+    scores = scores or score_range(None, m)
     meta = {
         "image_size": str(m.image_size),
         "input_layout": INPUT_LAYOUT,
@@ -91,9 +121,12 @@ def export_metadata(info: CheckpointInfo, *, scan: str, precision: str) -> dict[
         "scan": scan,
         "precision": precision,
     }
+    if scores is not None:
+        meta["score_range"] = json.dumps(list(scores))
     # The deployment thresholds come from held-out normal images only (training/thresholds.py; older
     # checkpoints: their "normal_quantile", rule "quantile"); the F1 one (test labels) is for reports.
     deployment = deployment_thresholds(info.thresholds)
+    check_export_thresholds(info.thresholds, source, scores)
     if deployment is not None:
         meta["threshold"] = repr(deployment.image)
         meta["threshold_rule"] = deployment.rule
@@ -105,10 +138,26 @@ def export_metadata(info: CheckpointInfo, *, scan: str, precision: str) -> dict[
             meta["category_thresholds"] = json.dumps(
                 {name: {k: c[k] for k in ("image", "pixel", "images")} for name, c in deployment.categories.items()}
             )
-    f1 = info.thresholds.get(THRESHOLD_F1)
-    if isinstance(f1, (int, float)):
-        meta["threshold_f1"] = repr(float(f1))
+    if info.thresholds.get(THRESHOLD_F1) is not None:
+        meta["threshold_f1"] = repr(float(info.thresholds[THRESHOLD_F1]))
     return meta
+
+
+def check_export_thresholds(thresholds: dict, source: str, scores: tuple[float, float] | None) -> None:
+    """ExportError naming the checkpoint and the entry unless every threshold it would export is a finite number
+    in the score range `scores` (None: contract.check_threshold's default); text is refused, never dropped."""
+    deployment = deployment_thresholds(thresholds)
+    found = {THRESHOLD_F1: thresholds.get(THRESHOLD_F1)}
+    if deployment is not None:
+        found.update({"deployment.image": deployment.image, "deployment.pixel": deployment.pixel})
+        for name, entry in deployment.categories.items():
+            found.update({f"deployment.categories.{name}.{k}": entry.get(k) for k in ("image", "pixel")})
+    for key, value in found.items():
+        if value is not None:
+            try:
+                check_threshold(value, f"thresholds.{key}", scores)
+            except ValueError as err:
+                raise ExportError(f"{source}: {err}") from None
 
 
 def trace_to_onnx(model: AnomalyModel, path: Path, opset: int = DEFAULT_OPSET) -> list[ScanCall]:
@@ -172,15 +221,21 @@ def finalize_scan_nodes(model: onnx.ModelProto, calls: list[ScanCall]) -> None:
     remove_unused(model)  # the Exp/Neg that computed A from A_logs
 
 
-def export_graph(model: AnomalyModel, info: CheckpointInfo, opset: int = DEFAULT_OPSET) -> tuple[onnx.ModelProto, int]:
-    """The float32 custom-op graph of an in-memory model, with metadata, checked; and its scan count."""
+def export_graph(
+    model: AnomalyModel, info: CheckpointInfo, opset: int = DEFAULT_OPSET, source: str = "checkpoint"
+) -> tuple[onnx.ModelProto, int]:
+    """The float32 custom-op graph of an in-memory model, with metadata, checked; and its scan count.
+    ExportError naming `source` for a threshold out of the score range (export_metadata)."""
+    meta = export_metadata(
+        info, scan="custom-op", precision="fp32", source=source, scores=score_range(model, model.cfg)
+    )
     with tempfile.TemporaryDirectory(prefix="mmad-export-") as tmp:
         traced = Path(tmp) / "traced.onnx"
         calls = trace_to_onnx(model, traced, opset)
         graph = onnx.load(str(traced))
     finalize_scan_nodes(graph, calls)
     graph = fold_shape_arithmetic(graph, model.cfg.image_size)
-    write_metadata(graph, export_metadata(info, scan="custom-op", precision="fp32"))
+    write_metadata(graph, meta)
     check_graph(graph, "exported graph")
     return graph, len(calls)
 
@@ -206,8 +261,8 @@ def build_onnx(
         raise ExportError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "int8" and not calib_data:
         raise ExportError("--precision int8 needs calibration images: --calib-data ROOT (normal training images)")
-    model, info = load_model(checkpoint)
-    graph, n_scans = export_graph(model, info, opset)
+    model, info = load_model(checkpoint)  # refuses NaN/inf weights, a bad config or thresholds, naming the file
+    graph, n_scans = export_graph(model, info, opset, source=str(checkpoint))
     if precision == "fp16":
         graph = to_fp16(graph)
     elif precision == "int8":

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from mmad.export.command import ExportError
 from mmad.runtime import contract
@@ -73,7 +75,8 @@ def is_qdq(model: onnx.ModelProto) -> bool:
 
 def check_graph(model: onnx.ModelProto, source: str | Path = "model") -> None:
     """onnx.checker plus the contract's rule that no local function shadows the SelectiveScan op
-    (TensorRT's parser would inline such a function instead of calling the plugin)."""
+    (TensorRT's parser would inline such a function instead of calling the plugin), and finite weights."""
+    check_finite_initializers(model, source)
     shadowing = [f.name for f in model.functions if f.name == SCAN_OP_TYPE]
     if shadowing:
         raise ExportError(f"{source}: holds an ONNX local function named {SCAN_OP_TYPE}; the contract forbids it")
@@ -83,12 +86,26 @@ def check_graph(model: onnx.ModelProto, source: str | Path = "model") -> None:
         raise ExportError(f"{source}: onnx.checker failed: {err}") from None
 
 
+def check_finite_initializers(model: onnx.ModelProto, source: str | Path = "model") -> None:
+    """ExportError naming the model and the first weight (initializer) holding NaN or inf: such a graph scores
+    every image NaN, which is never above a threshold, so every image would pass."""
+    for init in model.graph.initializer:
+        values = numpy_helper.to_array(init)
+        if values.dtype.kind in "fc" and not np.isfinite(values).all():
+            bad = int((~np.isfinite(values)).sum())
+            raise ExportError(f"{source}: weight '{init.name}' holds {bad} non-finite value(s) (NaN or inf)")
+
+
 def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
-    """Save a model (one file; the models here are far below protobuf's 2 GB limit)."""
+    """Save a model (one file; the models here are far below protobuf's 2 GB limit), whole or not at all: through
+    a temporary file beside it (a full disk or a kill never leaves a truncated model). ExportError when the
+    file cannot be written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return contract.atomic_write(path, lambda tmp: onnx.save(model, tmp))
+    except OSError as err:  # a full disk, a read-only folder: the file there before (if any) is unchanged
+        raise ExportError(f"{path}: cannot write the model ({err.strerror or err}); nothing was written") from None
 
 
 def remove_unused(model: onnx.ModelProto) -> None:

@@ -168,12 +168,24 @@ LITE0_FEATURE_BLOCKS = (2, 4, 10)  # outputs of these blocks are f1 (24ch), f2 (
 # maps it.
 LITE0_PIXEL_MEAN = 127.0 / 255.0
 LITE0_PIXEL_STD = 128.0 / 255.0
+# EfficientNet-Lite2: width ×1.1 and depth ×1.2 of Lite0 (channels rounded to multiples of 8), the first
+# and last stages and the 32-channel stem kept, as in the Lite family; same input mapping and BN epsilon.
+LITE2_STAGES = (
+    (1, 3, 1, 1, 16),
+    (3, 3, 2, 6, 24),
+    (3, 5, 2, 6, 48),
+    (4, 3, 2, 6, 88),
+    (4, 5, 1, 6, 120),
+    (5, 5, 2, 6, 208),
+    (1, 3, 1, 6, 352),
+)
+LITE2_FEATURE_BLOCKS = (3, 6, 14)  # f1 (24ch), f2 (48ch), f3 (120ch)
 
 
-def lite0_block_args() -> list[tuple[int, int, int, int, int]]:
-    """One (in, out, kernel, stride, expand) tuple per MBConv block, in order (16 blocks)."""
+def lite0_block_args(stages=LITE0_STAGES) -> list[tuple[int, int, int, int, int]]:
+    """One (in, out, kernel, stride, expand) tuple per MBConv block, in order (16 blocks for Lite0)."""
     args, cin = [], LITE0_STEM
-    for repeats, k, s, e, cout in LITE0_STAGES:
+    for repeats, k, s, e, cout in stages:
         for i in range(repeats):
             args.append((cin, cout, k, s if i == 0 else 1, e))
             cin = cout
@@ -207,16 +219,16 @@ class MBConv(nn.Module):
 
 class EfficientNetLite0Encoder(Encoder):
     """Stem (3×3 s2, 32ch) + MBConv blocks 0..10. f1 = block 2 (24ch, stride 4), f2 = block 4 (40ch,
-    stride 8), f3 = block 10 (112ch, stride 16)."""
+    stride 8), f3 = block 10 (112ch, stride 16). With Lite2's stages: blocks 3, 6, 14 (24, 48, 120ch)."""
 
-    def __init__(self):
+    def __init__(self, name: str = "efficientnet_lite0", stages=LITE0_STAGES, feature_blocks=LITE0_FEATURE_BLOCKS):
         super().__init__()
-        self.name = "efficientnet_lite0"
+        self.name, self.feature_blocks = name, feature_blocks
         self._conv_stem = nn.Conv2d(3, LITE0_STEM, 3, stride=2, padding=1, bias=False)
         self._bn0 = nn.BatchNorm2d(LITE0_STEM, eps=LITE0_BN_EPS)
-        used = lite0_block_args()[: LITE0_FEATURE_BLOCKS[-1] + 1]
+        used = lite0_block_args(stages)[: feature_blocks[-1] + 1]
         self._blocks = nn.ModuleList(MBConv(*a) for a in used)
-        self.channels = tuple(used[i][1] for i in LITE0_FEATURE_BLOCKS)
+        self.channels = tuple(used[i][1] for i in feature_blocks)
         # x_lite = (x · std + mean − 127/255) / (128/255), per channel; not part of the state dict.
         std, mean = torch.tensor(IMAGENET_STD), torch.tensor(IMAGENET_MEAN)
         self.register_buffer("input_scale", (std / LITE0_PIXEL_STD).view(1, 3, 1, 1), persistent=False)
@@ -230,6 +242,6 @@ class EfficientNetLite0Encoder(Encoder):
         feats = []
         for i, block in enumerate(self._blocks):
             x = block(x)
-            if i in LITE0_FEATURE_BLOCKS:
+            if i in self.feature_blocks:
                 feats.append(x)
         return feats

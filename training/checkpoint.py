@@ -1,4 +1,6 @@
-"""Checkpoints: safetensors weights + a JSON description. Loading never executes code.
+"""Checkpoints: safetensors weights + a JSON description. Loading never executes code, and refuses (a
+CheckpointError naming the file and the field or tensor) a config field of the wrong type or out of range,
+a threshold that is not a finite number, weights whose sha256 differs, and weights holding NaN or inf.
 
 A checkpoint is a folder:
     model.safetensors   every weight of the model, the frozen encoder included (self-contained)
@@ -10,8 +12,8 @@ A checkpoint is a folder:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -20,9 +22,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from mmad.runtime.contract import file_sha256
+from mmad.runtime.contract import THRESHOLD_F1, atomic_write, file_sha256
 
 from .config import RunConfig
+from .thresholds import DEPLOYMENT, deployment_thresholds
 
 FORMAT = "mmad-checkpoint"
 FORMAT_VERSION = 1
@@ -74,18 +77,6 @@ class CheckpointInfo:
         }
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file and rename, so a crash never leaves a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_checkpoint(
     folder: str | Path,
     model: torch.nn.Module,
@@ -130,9 +121,14 @@ def read_info(folder: str | Path) -> CheckpointInfo:
         )
     try:
         config = RunConfig.from_dict(data["config"])
-        config.model.validate()
+        config.validate()
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: invalid model config: {err}") from None
+    fields = {"categories": list, "thresholds": dict, "progress": dict, "history": list, "weights_sha256": str}
+    for key, kind in fields.items():
+        if not isinstance(data.get(key, kind()), kind):
+            raise CheckpointError(f"{path}: '{key}' must be a JSON {_JSON_KINDS[kind]}, got {data[key]!r}")
+    check_thresholds(data.get("thresholds", {}), path)
     return CheckpointInfo(
         config=config,
         categories=list(data.get("categories", [])),
@@ -140,8 +136,31 @@ def read_info(folder: str | Path) -> CheckpointInfo:
         progress=dict(data.get("progress", {})),
         history=list(data.get("history", [])),
         weights_sha256=data.get("weights_sha256", ""),
-        package_version=data.get("package_version", ""),
+        package_version=str(data.get("package_version", "")),
     )
+
+
+_JSON_KINDS = {list: "list", dict: "object", str: "string"}
+
+
+def check_thresholds(thresholds: Mapping, path: Path) -> None:
+    """CheckpointError naming the file and entry when a stored threshold is not a finite number (a threshold
+    that is text or NaN would be dropped at export or pass every image)."""
+    deployment = thresholds.get(DEPLOYMENT, {})
+    categories = deployment.get("categories") or {} if isinstance(deployment, Mapping) else {}
+    if not isinstance(deployment, Mapping) or not isinstance(categories, Mapping):
+        raise CheckpointError(
+            f"{path}: thresholds.{DEPLOYMENT} must be a JSON object of thresholds, got {deployment!r}"
+        )
+    if not all(isinstance(entry, Mapping) for entry in categories.values()):
+        raise CheckpointError(f"{path}: thresholds.{DEPLOYMENT}.categories: expected an object per category")
+    try:
+        deployment_thresholds(thresholds)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    f1 = thresholds.get(THRESHOLD_F1)
+    if f1 is not None and (isinstance(f1, bool) or not isinstance(f1, (int, float)) or not math.isfinite(f1)):
+        raise CheckpointError(f"{path}: thresholds.{THRESHOLD_F1} must be a finite number, got {f1!r}")
 
 
 def load_tensors(path: Path, expected_sha256: str = "") -> dict[str, torch.Tensor]:
@@ -188,8 +207,23 @@ def load_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: P
                 f"{path}: '{key}' has shape {tuple(value.shape)}, the model config in {META_FILE} "
                 f"needs {tuple(expected[key].shape)}"
             )
+    check_finite(tensors, path)
     model.load_state_dict(tensors)
 
 
+def check_finite(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    """CheckpointError naming the file and the first tensor with NaN or inf values: such weights make every
+    score NaN, and a NaN score is never above a threshold, so every image would pass."""
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(
+                f"{path}: tensor '{key}' holds {bad} non-finite value(s) (NaN or inf) of {value.numel()}; "
+                "expected finite weights (the file is corrupt or the training diverged)"
+            )
+
+
 def load_resume_state(folder: str | Path) -> dict[str, torch.Tensor]:
-    return load_tensors(Path(folder) / RESUME_FILE)
+    tensors = load_tensors(Path(folder) / RESUME_FILE)
+    check_finite(tensors, Path(folder) / RESUME_FILE)
+    return tensors

@@ -2,7 +2,7 @@
 training. Light at import: torch is imported only when a command runs.
 
     mmad train --data ROOT [ROOT ...] --out RUN [--preset fast|paper|tiny] [--epochs N] [--resume] ...
-    mmad eval  --checkpoint RUN --data ROOT [ROOT ...] --out REPORTS [--aupro sklearn|adeval]
+    mmad eval  --checkpoint RUN --data ROOT [ROOT ...] --out REPORTS [--aupro sklearn|adeval] [--baseline knn]
 """
 
 from __future__ import annotations
@@ -25,6 +25,14 @@ def parse_rate(text: str) -> float:
     if not 0.0 < rate < 1.0:
         raise ValueError(f"expected a rate between 0 and 1, got {text}")
     return rate
+
+
+def parse_count(text: str) -> int:
+    """A whole number >= 1 (epochs, images per batch)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected a whole number >= 1, got {text}")
+    return value
 
 
 @dataclass
@@ -52,8 +60,10 @@ class TrainCommand:
         "default", metavar="FILE", help="weights file for the encoder (default: look it up, see training/README.md)"
     )
     random_encoder: bool = option(False, help="random encoder weights (tests only)")
-    epochs: int | None = option(None, metavar="N", help="training epochs (default: the preset's)")
-    batch_size: int | None = option(None, metavar="N", help="images per batch and process (default: the preset's)")
+    epochs: int | None = option(None, metavar="N", parse=parse_count, help="training epochs (default: the preset's)")
+    batch_size: int | None = option(
+        None, metavar="N", parse=parse_count, help="images per batch and process (default: the preset's)"
+    )
     seed: int | None = option(
         None, metavar="N", help="random seed of initialisation, shuffling and hold-out (default: the preset's)"
     )
@@ -86,7 +96,16 @@ class EvalCommand:
         choices=AUPRO_NAMES,
         help="AUPRO variant (default sklearn: ADer's 100-threshold per-region PRO; adeval: ADEval's binned one)",
     )
-    batch_size: int = option(8, metavar="N", help="test images per batch")
+    batch_size: int = option(8, metavar="N", parse=parse_count, help="test images per batch")
+    baseline: str | None = option(
+        None,
+        choices=("knn",),
+        help="also score a training-free baseline on the checkpoint's encoder and report it beside the model "
+        "(knn: PatchCore-style nearest neighbours to a memory bank of training-normal patches, per category)",
+    )
+    baseline_bank_size: int = option(
+        50_000, metavar="N", help="knn baseline: at most N patches in each category's memory bank (random subsample)"
+    )
     device: str = option("auto", help=DEVICE_HELP)
 
 
@@ -111,10 +130,27 @@ def register(sub) -> None:
 
 
 def pick_device(name: str) -> str:
+    """The torch device for --device; ConfigError when it is not a device name or not on this machine."""
     import torch
+
+    from mmad.runtime.errors import ConfigError
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r}: expected {DEVICE_HELP}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ConfigError(
+                f"--device {name}: this machine has no CUDA device (PyTorch {torch.__version__}, {build}); "
+                "use --device cpu"
+            )
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
     return name
 
 
@@ -159,5 +195,7 @@ def run_eval(args: argparse.Namespace) -> int:
         aupro=command.aupro,
         device=pick_device(command.device),
         batch_size=command.batch_size,
+        baseline=command.baseline,
+        baseline_bank_size=command.baseline_bank_size,
     )
     return 0

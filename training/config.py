@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
 
 from mmad.runtime.contract import (
@@ -12,8 +14,10 @@ from mmad.runtime.contract import (
     IMAGENET_STD,
     MIN_NORMAL_SCORES,
 )
+from mmad.runtime.errors import ConfigError
 
 ARCHS = ("mmad", "mambaad")
+LOSSES = ("mse", "cosine")
 
 
 @dataclass
@@ -49,25 +53,31 @@ class ModelConfig:
     normalize_features: bool = False
     # Anomaly map.
     blur_sigma: float = 4.0
+    # Subtract the training normals' per-pixel mean map and divide by their per-pixel spread (buffers set
+    # after training, part of the model's forward): fixed highlights and edges stop scoring (issue 12).
+    normalize_map: bool = False
+    score_topk: int = 1  # image score: mean of the k highest map values (1: the maximum, as published)
 
     def validate(self) -> None:
+        """ConfigError naming the field unless every field has its type and range (check_fields)."""
+        check_fields(self, "model", MODEL_RANGES)
         if self.arch not in ARCHS:
-            raise ValueError(f"model.arch must be one of {ARCHS}, got '{self.arch}'")
+            raise ConfigError(f"model.arch must be one of {ARCHS}, got '{self.arch}'")
         if self.image_size != 256:
-            raise ValueError(
+            raise ConfigError(
                 f"model.image_size must be 256 (scan tables are built for 8..64 grids), got {self.image_size}"
             )
         n = len(self.decoder_dims)
         if n != 4 or len(self.blocks_per_stage) != 4:
-            raise ValueError("model.decoder_dims and model.blocks_per_stage need 4 entries (8, 16, 32, 64 grids)")
+            raise ConfigError("model.decoder_dims and model.blocks_per_stage need 4 entries (8, 16, 32, 64 grids)")
         if self.decoder_dims[0] != self.embed_dim:
-            raise ValueError(
+            raise ConfigError(
                 f"model.decoder_dims[0] ({self.decoder_dims[0]}) must equal model.embed_dim ({self.embed_dim})"
             )
         if self.arch == "mmad" and any(d % self.groups for d in self.decoder_dims):
-            raise ValueError(f"model.decoder_dims {self.decoder_dims} must be divisible by groups={self.groups}")
+            raise ConfigError(f"model.decoder_dims {self.decoder_dims} must be divisible by groups={self.groups}")
         if self.num_directions not in (1, 2, 4, 8):
-            raise ValueError(f"model.num_directions must be 1, 2, 4 or 8, got {self.num_directions}")
+            raise ConfigError(f"model.num_directions must be 1, 2, 4 or 8, got {self.num_directions}")
 
 
 @dataclass
@@ -83,8 +93,11 @@ class TrainConfig:
     clip_grad: float = 5.0
     lr_drop_at: float = 0.8  # ×0.1 once at this fraction of the iterations
     loss_weight: float = 5.0  # Σ over 3 scales of loss_weight · MSE
+    loss: str = "mse"  # "mse" (as published) or "cosine": mean (1 − cos) per position, the map's own distance
+    feature_noise: float = 0.0  # std of Gaussian noise added to the decoder's input features while training
     seed: int = 42
     eval_every: int = 50  # epochs; 0 = only at the end
+    eval_max_images: int = 0  # test images per category in those evaluations (an even spread); 0 = all
     cache_features: bool = False  # the encoder is frozen and there is no augmentation: compute F once
     num_workers: int = 0
     # The deployment threshold (training/thresholds.py) comes from normal training images held out of
@@ -105,6 +118,12 @@ class TrainConfig:
     def lr(self) -> float:
         return self.base_lr * self.batch_size / 16
 
+    def validate(self) -> None:
+        """ConfigError naming the field unless every field has its type and range (check_fields)."""
+        check_fields(self, "train", TRAIN_RANGES)
+        if self.loss not in LOSSES:
+            raise ConfigError(f"config train.loss: expected one of {LOSSES}, got {self.loss!r}")
+
 
 @dataclass
 class RunConfig:
@@ -115,11 +134,20 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def validate(self) -> None:
+        """Every field's type and range (ConfigError naming the field): before anything is built or trained."""
+        self.model.validate()
+        self.train.validate()
+
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
         # A run saved before a field existed was made with the field's old behaviour, not today's default
         # (so `--resume` of such a run is refused as a different configuration, not silently changed).
-        train = {**LEGACY_TRAIN_VALUES, **data.get("train", {})} if "train" in data else {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config: expected an object with 'model' and 'train', got {data!r}")
+        train = data.get("train", {})
+        if "train" in data and isinstance(train, dict):
+            train = {**LEGACY_TRAIN_VALUES, **train}
         return cls(
             model=dataclass_from_dict(ModelConfig, data.get("model", {}), "model"),
             train=dataclass_from_dict(TrainConfig, train, "train"),
@@ -132,27 +160,116 @@ LEGACY_TRAIN_VALUES = {"threshold_min_images": 0}
 
 
 def dataclass_from_dict(cls, data: dict, where: str):
-    """Build a dataclass from JSON data, with a clear error for unknown or mistyped fields."""
+    """Build a dataclass from JSON data (lists become tuples), with a clear error for unknown or mistyped
+    fields (check_fields; ranges are the dataclass's validate())."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {where}: expected an object of fields, got {data!r}")
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ValueError(f"config '{where}': unknown field(s) {unknown}; expected some of {sorted(names)}")
-    values = {}
-    for key, value in data.items():
-        default = getattr(cls(), key)
-        if isinstance(default, tuple):
-            if not isinstance(value, (list, tuple)):
-                raise ValueError(f"config '{where}.{key}': expected a list, got {value!r}")
-            value = tuple(value)
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ValueError(f"config '{where}.{key}': expected true/false, got {value!r}")
-        elif isinstance(default, (int, float)) and not isinstance(value, (int, float)):
-            raise ValueError(f"config '{where}.{key}': expected a number, got {value!r}")
-        elif isinstance(default, str) and not isinstance(value, str):
-            raise ValueError(f"config '{where}.{key}': expected a string, got {value!r}")
-        values[key] = value
-    return cls(**values)
+        raise ConfigError(f"config '{where}': unknown field(s) {unknown}; expected some of {sorted(names)}")
+    values = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
+    built = cls(**values)
+    check_fields(built, where)
+    return built
+
+
+# --- Validation: every field's type (from its annotation) and range, in one place ----------------------
+# A range: (test, what is expected); applied to each value of a tuple field.
+def _at_least(low: float) -> tuple:
+    return (lambda v: v >= low, f">= {low}")
+
+
+def _above(low: float) -> tuple:
+    return (lambda v: v > low, f"> {low}")
+
+
+def _between(low: float, high: float, low_in: bool = True, high_in: bool = False) -> tuple:
+    def test(v) -> bool:
+        return (low <= v if low_in else low < v) and (v <= high if high_in else v < high)
+
+    return (test, f"in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}")
+
+
+_FRACTION = _between(0, 1)
+MODEL_RANGES = {
+    "std": _above(0),  # divides every pixel: 0 gives inf/NaN inputs and a model that passes everything
+    "fuse_width": _at_least(1),
+    "fuse_out": _at_least(1),
+    "embed_dim": _at_least(1),
+    "oce_blocks": _at_least(1),
+    "decoder_dims": _at_least(1),
+    "blocks_per_stage": _at_least(0),  # 0: the stage only upsamples (the fast preset's 64x64 stage)
+    "vss_per_module": _at_least(1),
+    "groups": _at_least(1),
+    "d_state": _at_least(1),
+    "ssm_expand": _at_least(1),
+    "drop_path": _FRACTION,
+    "fuser_drop_path": _FRACTION,
+    "fuser_dropout": _FRACTION,
+    "blur_sigma": _above(0),
+    "score_topk": _at_least(1),
+}
+TRAIN_RANGES = {
+    "epochs": _at_least(1),  # 0 would save an untrained model with a deployment threshold
+    "batch_size": _at_least(1),
+    "base_lr": _above(0),
+    "weight_decay": _at_least(0),
+    "betas": _FRACTION,
+    "eps": _above(0),
+    "clip_grad": _above(0),
+    "lr_drop_at": _between(0, 1, high_in=True),
+    "loss_weight": _above(0),
+    "eval_every": _at_least(0),
+    "eval_max_images": _at_least(0),
+    "num_workers": _at_least(0),
+    "threshold_holdout": _FRACTION,
+    "threshold_min_images": _at_least(0),
+    "threshold_false_alarm_rate": _between(0, 1, low_in=False),
+    "threshold_quantile": _between(0, 1, low_in=False, high_in=True),
+    "max_minutes": _at_least(0),
+    "feature_noise": _at_least(0),
+}
+
+
+def _expected_type(annotation) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+    return names.get(annotation, str(annotation))
+
+
+def _check_type(value, annotation, where: str) -> None:
+    """ConfigError unless `value` has the type `annotation` (bool, int, float, str, tuple[X, ...] or tuple[X, Y])."""
+    if typing.get_origin(annotation) is tuple:
+        args = typing.get_args(annotation)
+        fixed = args[-1] is not Ellipsis
+        if not isinstance(value, tuple) or (fixed and len(value) != len(args)):
+            count = f"{len(args)} values" if fixed else "values"
+            raise ConfigError(f"config {where}: expected a list of {count} ({_expected_type(args[0])}), got {value!r}")
+        for i, item in enumerate(value):
+            _check_type(item, args[i] if fixed else args[0], f"{where}[{i}]")
+        return
+    if annotation is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    elif annotation is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, annotation)
+    if not ok:
+        raise ConfigError(f"config {where}: expected {_expected_type(annotation)}, got {value!r}")
+
+
+def check_fields(config, where: str, ranges: dict | None = None) -> None:
+    """ConfigError naming the field ("config model.d_state: expected an integer, got 16.5") unless every
+    field of the dataclass `config` has its annotated type and, when `ranges` names it, its range."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        _check_type(value, hints[f.name], f"{where}.{f.name}")
+        if ranges and f.name in ranges:
+            test, expected = ranges[f.name]
+            if not all(test(v) for v in (value if isinstance(value, tuple) else (value,))):
+                which = "every value" if isinstance(value, tuple) else "a value"
+                raise ConfigError(f"config {where}.{f.name}: expected {which} {expected}, got {value!r}")
 
 
 def paper_preset() -> RunConfig:
@@ -176,8 +293,17 @@ def fast_preset() -> RunConfig:
         decoder_dims=(256, 128, 64, 32),
         blocks_per_stage=(1, 1, 1, 0),
         normalize_features=True,
+        normalize_map=True,  # issue 12: fixed highlights stop scoring (training/README.md, "The fast preset")
     )
-    train = TrainConfig(epochs=10, batch_size=8, eval_every=0, cache_features=True, max_minutes=27.0)
+    train = TrainConfig(
+        epochs=10,
+        batch_size=8,
+        loss="cosine",  # issue 12: train on the distance the map measures
+        eval_every=2,  # curves: I-/P-AUROC every 2 epochs on an even spread of 80 test images per category
+        eval_max_images=80,
+        cache_features=True,
+        max_minutes=30.0,
+    )
     return RunConfig(model=model, train=train, preset="fast")
 
 

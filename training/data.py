@@ -173,6 +173,21 @@ class TestDataset(_CachedImages):
         }
 
 
+def check_images_decode(categories: Sequence[Category], shown: int = 5) -> None:
+    """Decode every training image of `categories` (e.g. those held out for the threshold, read only after
+    the last epoch) now, so that a bad file stops a run before it starts. DataError naming the files that
+    do not decode (the first `shown` of them, and how many in all)."""
+    failures = []
+    for path in (p for c in categories for p in c.train):
+        try:
+            load_image(path)
+        except DataError as err:
+            failures.append(str(err))
+    if failures:
+        more = f" (and {len(failures) - shown} more)" if len(failures) > shown else ""
+        raise DataError(f"{len(failures)} image(s) do not decode: " + "; ".join(failures[:shown]) + more)
+
+
 # ------------------------------------------------------------------------------------------------
 # Normal hold-out (for a threshold set from normal images only)
 # ------------------------------------------------------------------------------------------------
@@ -238,6 +253,7 @@ __all__ = [
     "TestDataset",
     "split_normal_holdout",
     "split_categories_holdout",
+    "check_images_decode",
     "describe",
     "IMAGE_EXTENSIONS",
     "is_image_file",

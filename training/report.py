@@ -23,6 +23,8 @@ MASK_CONTOUR_COLOR = "lime"
 GRID_COLUMNS = 6
 CELL_INCHES = 2.4
 FIGURE_DPI = 100
+CURVES_FILE = "curves.png"  # written into the checkpoint folder after every epoch
+CURVE_METRICS = ("I-AUROC", "P-AUROC")
 
 
 class MetricsPaths(NamedTuple):
@@ -35,7 +37,10 @@ class MetricsPaths(NamedTuple):
 # Tables
 # ----------------------------------------------------------------------------------------------
 def write_metrics(
-    out_dir, per_category: Mapping[str, Mapping[str, float]], meta: Mapping | None = None
+    out_dir,
+    per_category: Mapping[str, Mapping[str, float]],
+    meta: Mapping | None = None,
+    baseline: Mapping | None = None,
 ) -> MetricsPaths:
     """Write ``metrics.json``, ``metrics.md`` and ``metrics.csv`` into ``out_dir`` (created).
 
@@ -43,6 +48,9 @@ def write_metrics(
         ``metrics.ALL_KEYS`` present.
     meta: JSON-serialisable run information (config, AUPRO variant, checkpoint, ...); Paths
         become strings.
+    baseline: a method scored on the same images, {"method": name, "description": text,
+        "per_category": {...}, ...} (evaluate.evaluate_knn_baseline): written to metrics.json under
+        "baseline" (with "model_minus_baseline" per category) and as tables below the model's in metrics.md.
 
     metrics.json is ``{"per_category": {...}, "mean": {...}, "meta": {...}}``; NaN is written as
     null (strict JSON). The Markdown table has one row per category plus a bold mean row, one
@@ -56,8 +64,12 @@ def write_metrics(
 
     paths = MetricsPaths(out_dir / "metrics.json", out_dir / "metrics.md", out_dir / "metrics.csv")
     document = {"per_category": rows, "mean": mean, "meta": _jsonable_meta(meta or {})}
+    markdown = metrics_markdown(rows, mean)
+    if baseline is not None:
+        document["baseline"], compared = _with_difference(baseline, rows)
+        markdown += baseline_markdown(document["baseline"], compared)
     paths.json.write_text(json.dumps(_nan_to_none(document), indent=2, allow_nan=False) + "\n")
-    paths.markdown.write_text(metrics_markdown(rows, mean))
+    paths.markdown.write_text(markdown)
     _write_csv(paths.csv, rows, mean)
     return paths
 
@@ -69,6 +81,30 @@ def metrics_markdown(rows: Mapping[str, Mapping[str, float]], mean: Mapping[str,
         lines.append(f"| {category} | " + " | ".join(_one_decimal(values[k]) for k in ALL_KEYS) + " |")
     lines.append(f"| **{MEAN_ROW}** | " + " | ".join(f"**{_one_decimal(mean[k])}**" for k in ALL_KEYS) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _with_difference(baseline: Mapping, rows: Mapping[str, Mapping[str, float]]) -> tuple[dict, dict]:
+    """The baseline's JSON entry with "model_minus_baseline" per category (and mean) added, and its rows."""
+    _check_per_category(baseline["per_category"])
+    base = {
+        category: {key: float(values[key]) for key in ALL_KEYS} for category, values in baseline["per_category"].items()
+    }
+    shared = [category for category in rows if category in base]
+    difference = {c: {k: rows[c][k] - base[c][k] for k in ALL_KEYS} for c in shared}
+    entry = {**_jsonable_meta(baseline), "per_category": base, "mean": mean_metrics(base)}
+    entry["model_minus_baseline"] = {**difference, MEAN_ROW: mean_metrics(difference)} if shared else {}
+    return entry, base
+
+
+def baseline_markdown(entry: Mapping, base: Mapping[str, Mapping[str, float]]) -> str:
+    """The baseline's table and the model − baseline table (positive: the model is better)."""
+    text = f"\n## Baseline: {entry.get('method', '?')}\n\n{entry.get('description', '')}\n\n"
+    text += metrics_markdown(base, entry["mean"])
+    difference = dict(entry["model_minus_baseline"])
+    if difference:
+        mean = difference.pop(MEAN_ROW)
+        text += "\n## Model − baseline (points; positive: the model is better)\n\n" + metrics_markdown(difference, mean)
+    return text
 
 
 def _write_csv(path: Path, rows, mean) -> None:
@@ -206,6 +242,38 @@ def score_histogram_figure(scores, labels, thresholds: Mapping[str, float] | Non
     axes.set_xlabel("image score")
     axes.set_ylabel("images")
     axes.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def save_training_curves(path, history: Sequence[Mapping]) -> Path:
+    """A PNG of the training curves (training_curves_figure, saved to ``path``)."""
+    return _save(training_curves_figure(history), path)
+
+
+def training_curves_figure(history: Sequence[Mapping]):
+    """Loss per epoch and, where the run evaluated, I-AUROC and P-AUROC per category per epoch.
+
+    history: the checkpoint's entries, one per epoch, {"epoch": e, "loss": l, ...}; an evaluated
+    epoch also holds {category: {"I-AUROC": .., "P-AUROC": .., ...}}. A curve still rising at the
+    last epoch says more epochs would help.
+    """
+    epochs = [entry["epoch"] for entry in history if "loss" in entry]
+    if not epochs:
+        raise ValueError("history: no epoch with a loss to draw")
+    evaluated = [entry for entry in history if any(isinstance(v, Mapping) for v in entry.values())]
+    figure = _new_figure(4.2 * (1 + len(CURVE_METRICS) * bool(evaluated)), 3.4)
+    axes = figure.add_subplot(1, 1 + len(CURVE_METRICS) * bool(evaluated), 1)
+    axes.plot(epochs, [entry["loss"] for entry in history if "loss" in entry], marker=".")
+    axes.set(xlabel="epoch", ylabel="training loss", yscale="log", title="loss")
+    for panel, metric in enumerate(CURVE_METRICS if evaluated else (), start=2):
+        axes = figure.add_subplot(1, 1 + len(CURVE_METRICS), panel)
+        categories = sorted({k for entry in evaluated for k, v in entry.items() if isinstance(v, Mapping)})
+        for category in categories:
+            points = [(e["epoch"], e[category][metric]) for e in evaluated if metric in e.get(category, {})]
+            axes.plot(*zip(*points), marker="o", label=category)
+        axes.set(xlabel="epoch", ylabel=f"{metric} (%)", title=f"{metric} during training")
+        axes.legend(fontsize=7)
     figure.tight_layout()
     return figure
 

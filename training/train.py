@@ -27,8 +27,16 @@ from tqdm import tqdm
 
 from .checkpoint import CheckpointInfo, save_checkpoint
 from .config import RunConfig
-from .data import Category, ImageTransform, TrainDataset, find_categories, split_categories_holdout
+from .data import (
+    Category,
+    ImageTransform,
+    TrainDataset,
+    check_images_decode,
+    find_categories,
+    split_categories_holdout,
+)
 from .models import AnomalyModel, build_model, count_parameters
+from .report import CURVES_FILE, save_training_curves
 from .resume import load_saved_weights, restore, resume_state
 from .thresholds import DEPLOYMENT, category_thresholds, combine_categories, deployment_thresholds, describe
 
@@ -60,8 +68,13 @@ def param_groups(model: AnomalyModel, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def reconstruction_loss(feats: list[torch.Tensor], recon: list[torch.Tensor], weight: float) -> torch.Tensor:
-    """Σ over scales of weight · MSE (ADer's L2Loss, lam = 5)."""
+def reconstruction_loss(
+    feats: list[torch.Tensor], recon: list[torch.Tensor], weight: float, kind: str = "mse"
+) -> torch.Tensor:
+    """Σ over scales of weight · MSE (ADer's L2Loss, lam = 5), or with kind "cosine" of weight · the mean
+    cosine distance over positions (what the anomaly map measures)."""
+    if kind == "cosine":
+        return sum(weight * (1 - F.cosine_similarity(g, f, dim=1)).mean() for f, g in zip(feats, recon))
     return sum(weight * F.mse_loss(g, f) for f, g in zip(feats, recon))
 
 
@@ -86,9 +99,10 @@ class FeatureCache(Dataset):
 
 @torch.no_grad()
 def feature_rms(model: AnomalyModel, images: Dataset, batch_size: int, device, max_images: int = 64) -> torch.Tensor:
-    """Per-scale RMS of the encoder's features over (up to max_images) training images, in order,
-    so every DDP process computes the same values."""
-    subset = torch.utils.data.Subset(images, range(min(max_images, len(images))))
+    """Per-scale RMS of the encoder's features over (up to max_images) training images, evenly spread over the
+    dataset (so every category of a multi-category run counts) and in order (every DDP process computes the same)."""
+    picks = np.linspace(0, len(images) - 1, min(max_images, len(images))).round().astype(int)
+    subset = torch.utils.data.Subset(images, sorted(set(picks.tolist())))
     sums, count = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
     for batch in DataLoader(subset, batch_size=batch_size):
         for i, f in enumerate(model.encoder(batch.to(device))):
@@ -101,14 +115,16 @@ class Reconstructor(torch.nn.Module):
     """(encoder features, reconstruction) of a batch of images or of cached features; the unit
     that DistributedDataParallel wraps (the frozen encoder has no gradients to synchronise)."""
 
-    def __init__(self, model: AnomalyModel):
+    def __init__(self, model: AnomalyModel, noise: float = 0.0):
         super().__init__()
         self.model = model
+        self.noise = noise  # train.feature_noise: the decoder learns to restore normal features, not copy them
 
     def forward(self, batch, cached: bool):
-        if cached:
-            return batch, self.model.reconstruct(batch)
-        return self.model.forward_features(batch)
+        feats = batch if cached else self.model.encode(batch)
+        if self.noise and self.model.training:
+            return feats, self.model.reconstruct([f + self.noise * torch.randn_like(f) for f in feats])
+        return feats, self.model.reconstruct(feats)
 
 
 class ImagesOnly(Dataset):
@@ -149,6 +165,7 @@ class TrainingRun:
     info: CheckpointInfo | None = None
     start_epoch: int = 0
     started: float = 0.0
+    started_cpu: float = 0.0
 
     @property
     def main(self) -> bool:
@@ -175,7 +192,12 @@ def train(
     device: str = "cpu",
     log=print,
 ) -> Path:
-    """Train one model on all categories under `data_roots`; returns the checkpoint folder."""
+    """Train one model on all categories under `data_roots`; returns the checkpoint folder.
+
+    Refused before any data is read: a config field of the wrong type or out of range (cfg.validate()).
+    Refused before the first epoch: an image that does not decode (set_up), naming the file.
+    """
+    cfg.validate()
     run = set_up(cfg, data_roots, Path(out_dir), resume, encoder_weights, random_encoder, device, log)
     run_epochs(run)
     finish(run)
@@ -193,6 +215,10 @@ def set_up(
     train_cats, holdout = split_categories_holdout(categories, tc.threshold_holdout, tc.seed, tc.threshold_min_images)
     transform = ImageTransform.from_model_config(cfg.model)
     train_set = TrainDataset(train_cats, transform, cache=True)
+    # Every image is decoded now, the held-out ones too, so a bad file stops the run before the first
+    # epoch and not after the last (the training images stay cached for the epochs).
+    train_set.preload(progress=rank == 0)
+    check_images_decode(holdout)
 
     seed_everything(tc.seed + rank)
     model = build_model(cfg.model, encoder_weights=encoder_weights, random_encoder=random_encoder).to(device)
@@ -206,7 +232,7 @@ def set_up(
     if resume:
         run.start_epoch = restore(out_dir, model, optimizer, run.scheduler, run.generator, run.info, cfg)
         log(f"resumed from {out_dir} at epoch {run.start_epoch}/{tc.epochs}")
-    run.net = Reconstructor(model)
+    run.net = Reconstructor(model, tc.feature_noise)
     if world > 1:
         run.net = torch.nn.parallel.DistributedDataParallel(run.net)
     if run.main:
@@ -269,7 +295,7 @@ def announce(run: TrainingRun) -> None:
 def run_epochs(run: TrainingRun) -> None:
     """Train from the start epoch to the last, saving after each; stop early after max_minutes."""
     tc = run.cfg.train
-    run.started = time.time()
+    run.started, run.started_cpu = time.time(), time.process_time()
     run.model.train()
     for epoch in range(run.start_epoch, tc.epochs):
         loss, images_per_s = train_one_epoch(run, epoch)
@@ -290,7 +316,7 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> tuple[float, float]:
     bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not run.main, leave=False)
     for batch in bar:
         batch = [f.to(run.device) for f in batch] if cached else batch.to(run.device)
-        loss = reconstruction_loss(*run.net(batch, cached), tc.loss_weight)
+        loss = reconstruction_loss(*run.net(batch, cached), tc.loss_weight, tc.loss)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(run.model.trainable_parameters(), tc.clip_grad)
@@ -310,6 +336,9 @@ def end_epoch(run: TrainingRun, epoch: int, loss: float, images_per_s: float) ->
         "iteration": (epoch + 1) * run.iters_per_epoch,
         "total_iterations": run.total_iters,
         "finished": epoch + 1 == tc.epochs,
+        "minutes": round((time.time() - run.started) / 60, 2),  # of this session (a resume starts again)
+        # CPU time of this process, all its threads: on a shared machine, what the run would take alone.
+        "cpu_minutes": round((time.process_time() - run.started_cpu) / 60, 2),
     }
     if not run.main:
         return
@@ -317,9 +346,12 @@ def end_epoch(run: TrainingRun, epoch: int, loss: float, images_per_s: float) ->
         f"epoch {epoch + 1}/{tc.epochs} loss {loss:.5f} "
         f"lr {run.scheduler.get_last_lr()[0]:.2e} {images_per_s:.1f} img/s"
     )
+    info.history.append({"epoch": epoch + 1, "loss": round(loss, 6), "minutes": info.progress["minutes"]})
     if tc.eval_every and (epoch + 1) % tc.eval_every == 0 and epoch + 1 < tc.epochs:
-        info.history.append({"epoch": epoch + 1, **periodic_eval(run.model, run.categories, run.transform, run.device)})
-        run.log(f"  eval: {info.history[-1]}")
+        evaluated = periodic_eval(run.model, run.categories, run.transform, run.device, tc.eval_max_images)
+        info.history[-1].update(evaluated)
+        run.log(f"  eval: {evaluated}")
+    save_training_curves(run.out_dir / CURVES_FILE, info.history)
     save_checkpoint(run.out_dir, run.model, info, resume_state(run.optimizer, run.scheduler, run.generator))
 
 
@@ -330,6 +362,8 @@ def finish(run: TrainingRun) -> None:
     if run.main:
         # Capture the RNG states before the threshold pass: its DataLoader draws from the global RNG.
         state = resume_state(run.optimizer, run.scheduler, run.generator)
+        if run.cfg.model.normalize_map:
+            fit_map_normalisation(run)
         run.info.thresholds.update(holdout_thresholds(run))
         save_checkpoint(run.out_dir, run.model, run.info, state)
         minutes = (time.time() - run.started) / 60
@@ -376,10 +410,23 @@ def holdout_thresholds(run: TrainingRun) -> dict:
     return {DEPLOYMENT: combine_categories(per_category, tc.threshold_false_alarm_rate)} if per_category else {}
 
 
-def periodic_eval(model, categories, transform, device) -> dict:
+@torch.no_grad()
+def fit_map_normalisation(run: TrainingRun) -> None:
+    """The trained model's per-pixel map statistics over its training images (AnomalyModel.fit_map_normalisation)."""
+    cached, maps = run.cfg.train.cache_features, []
+    for batch in DataLoader(run.loader.dataset, batch_size=run.cfg.train.batch_size):
+        feats = [f.to(run.device) for f in batch] if cached else run.model.encode(batch.to(run.device))
+        maps.append(run.model.eval().raw_maps(feats).cpu())
+    run.model.train()
+    run.model.fit_map_normalisation(torch.cat(maps))
+    run.log(f"map normalisation fitted on {sum(len(m) for m in maps)} training images")
+
+
+def periodic_eval(model, categories, transform, device, max_images: int = 0) -> dict:
+    """I-AUROC, P-AUROC and mAD per category (on at most max_images test images of each; 0: all)."""
     from .evaluate import evaluate_model
 
-    per_cat, _, _ = evaluate_model(model, categories, transform, device, progress=False)
+    per_cat, _, _ = evaluate_model(model, categories, transform, device, progress=False, max_per_category=max_images)
     return {
         cat: {k: round(v, 2) for k, v in m.items() if k in ("I-AUROC", "P-AUROC", "mAD")} for cat, m in per_cat.items()
     }

@@ -152,3 +152,43 @@ def test_overlay_grid_captions_are_the_titles_given():
     captions = [axes.get_title() for axes in figure.axes]
     assert [c.split("\n")[0] for c in captions] == titles
     assert captions[0].endswith("| defect") and captions[1].endswith("| good")
+
+
+# --- the baseline beside the model, and the training curves ---------------------------------------------
+def test_baseline_tables_and_model_minus_baseline(tmp_path, per_category):
+    baseline = {"method": "knn", "description": "nearest neighbours", "per_category": {"bottle": category_metrics(0.0)}}
+    paths = R.write_metrics(tmp_path, per_category, {"aupro": "sklearn"}, baseline=baseline)
+    document = json.loads(paths.json.read_text())
+    entry = document["baseline"]
+    assert entry["method"] == "knn" and set(entry["per_category"]) == {"bottle"}
+    # Only the categories both have are compared; bottle is 10.04 points better on every metric.
+    assert set(entry["model_minus_baseline"]) == {"bottle", "mean"}
+    assert entry["model_minus_baseline"]["bottle"] == pytest.approx({k: 10.04 for k in ALL_KEYS})
+    markdown = paths.markdown.read_text()
+    model_table, rest = markdown.split("## Baseline: knn")
+    assert "| bottle | 60.0 |" in model_table and "| bottle | 50.0 |" in rest
+    assert "| bottle | 10.0 | 10.0 |" in rest.split("## Model − baseline")[1]
+    with pytest.raises(ValueError, match="missing metrics"):
+        R.write_metrics(
+            tmp_path, per_category, baseline={"method": "knn", "per_category": {"bottle": {"I-AUROC": 1.0}}}
+        )
+
+
+def test_training_curves_show_loss_and_the_evaluated_epochs(tmp_path):
+    history = [{"epoch": e, "loss": 10.0 / e, "minutes": e} for e in range(1, 7)]
+    for entry in history[1::2]:
+        entry.update({c: {"I-AUROC": 80.0 + entry["epoch"], "P-AUROC": 90.0, "mAD": 70.0} for c in ("a", "b")})
+    figure = R.training_curves_figure(history)
+    loss_axes, image_axes, pixel_axes = figure.axes
+    assert list(loss_axes.get_lines()[0].get_ydata()) == [10.0 / e for e in range(1, 7)]
+    assert {line.get_label(): list(line.get_xdata()) for line in image_axes.get_lines()} == {
+        "a": [2, 4, 6],
+        "b": [2, 4, 6],
+    }
+    assert list(image_axes.get_lines()[0].get_ydata()) == [82.0, 84.0, 86.0]
+    assert pixel_axes.get_title() == "P-AUROC during training"
+    assert len(R.training_curves_figure(history[:1]).axes) == 1  # no evaluation yet: the loss alone
+    with Image.open(R.save_training_curves(tmp_path / "curves.png", history)) as png:
+        assert png.format == "PNG"
+    with pytest.raises(ValueError, match="no epoch with a loss"):
+        R.training_curves_figure([])

@@ -27,7 +27,7 @@ class AnomalyOutput(NamedTuple):
     """What the model returns at inference. Export names its ONNX outputs from these fields."""
 
     anomaly_map: torch.Tensor  # [B, 1, H, W] float32
-    score: torch.Tensor  # [B] float32: max of the map
+    score: torch.Tensor  # [B] float32: max of the map (mean of its score_topk highest values)
 
 
 class AnomalyModel(nn.Module):
@@ -51,6 +51,11 @@ class AnomalyModel(nn.Module):
         # the training images before training). Cosine maps don't change; the loss and the decoder's
         # output layers work at unit scale instead of the encoder's (≈ 7-9 for EfficientNet-Lite0).
         self.register_buffer("feature_scale", torch.ones(3))
+        if cfg.normalize_map:
+            # Per-pixel statistics of the training normals' maps (fit_map_normalisation), part of the
+            # forward pass so every exported runtime produces the same maps. Zero and one until fitted.
+            self.register_buffer("map_mean", torch.zeros(1, 1, cfg.image_size, cfg.image_size))
+            self.register_buffer("map_scale", torch.ones(1, 1, cfg.image_size, cfg.image_size))
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The frozen encoder's features, finest first, divided by feature_scale."""
@@ -71,7 +76,46 @@ class AnomalyModel(nn.Module):
             a = 1 - F.cosine_similarity(f, g, dim=1).unsqueeze(1)
             total = total + F.interpolate(a, size=(size, size), mode="bilinear", align_corners=True)
         amap = self.blur(total * MAP_SCALE)
-        return AnomalyOutput(amap, amap.flatten(1).amax(dim=1))
+        amap = self.normalise_map(amap)
+        return AnomalyOutput(amap, self.image_score(amap))
+
+    def normalise_map(self, amap: torch.Tensor) -> torch.Tensor:
+        """(map − map_mean) / map_scale per pixel when cfg.normalize_map, else the map unchanged."""
+        return (amap - self.map_mean) / self.map_scale if self.cfg.normalize_map else amap
+
+    def image_score(self, amap: torch.Tensor) -> torch.Tensor:
+        """The map's maximum (as published), or the mean of its score_topk highest values."""
+        if self.cfg.score_topk == 1:
+            return amap.flatten(1).amax(dim=1)
+        return amap.flatten(1).topk(self.cfg.score_topk, dim=1).values.mean(dim=1)
+
+    @torch.no_grad()
+    def fit_map_normalisation(self, raw_maps: torch.Tensor) -> None:
+        """Set map_mean and map_scale from the un-normalised maps [N, 1, H, W] of normal training images:
+        the per-pixel mean, and the per-pixel standard deviation plus its mean over the pixels (the
+        added mean keeps the few-image estimate of a quiet pixel from dividing by almost nothing)."""
+        if not self.cfg.normalize_map:
+            raise ValueError("fit_map_normalisation: the model config has normalize_map=False")
+        if raw_maps.ndim != 4 or raw_maps.shape[1:] != self.map_mean.shape[1:] or len(raw_maps) < 2:
+            raise ValueError(f"fit_map_normalisation: expected maps [N >= 2, 1, S, S], got {list(raw_maps.shape)}")
+        maps = raw_maps.double()
+        std = maps.std(dim=0, keepdim=True)
+        self.map_mean.copy_(maps.mean(dim=0, keepdim=True).float())
+        self.map_scale.copy_((std + std.mean()).float())
+
+    @torch.no_grad()
+    def raw_maps(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Un-normalised maps [B, 1, H, W] of (encoded) features, in eval mode: what fit_map_normalisation takes."""
+        if not self.cfg.normalize_map:
+            return self.anomaly_map(feats, self.reconstruct(feats)).anomaly_map
+        mean, scale = self.map_mean.clone(), self.map_scale.clone()
+        try:
+            self.map_mean.zero_()
+            self.map_scale.fill_(1.0)
+            return self.anomaly_map(feats, self.reconstruct(feats)).anomaly_map
+        finally:
+            self.map_mean.copy_(mean)
+            self.map_scale.copy_(scale)
 
     def forward(self, x: torch.Tensor) -> AnomalyOutput:
         return self.anomaly_map(*self.forward_features(x))
