@@ -2,7 +2,8 @@
 
 The checkpoint is exported to the custom-op graph (served by the project's OpenVINO extension) and the portable
 graph; both run in OpenVINO on generated camera frames, held to the whole-model tolerances of the contract
-(MODEL_TOL_FP32, MODEL_TOL_FP16; MODEL_TOL_BF16 where the CPU runs the FP16 hint in bfloat16) against PyTorch on the same pre-processed images.
+(MODEL_TOL_FP32, MODEL_TOL_FP16; MODEL_TOL_BF16 where the CPU runs the FP16 hint in bfloat16) against PyTorch
+on the same pre-processed images.
 """
 
 from __future__ import annotations
