@@ -22,6 +22,16 @@ from mmad.runtime.contract import SCAN_INPUTS
 MMAD_STAGE_SHAPES = ((4096, 256), (2048, 64), (1024, 256), (512, 1024), (256, 4096))
 MMAD_N = 16
 MMAD_G = 8
+# Small test problems every implementation is checked on against the reference:
+# (batch, D, L, N, G): odd lengths, B > 1, the generic-N kernel, one group, one channel per group.
+SMALL_SHAPES = (
+    (2, 64, 1, 16, 8),
+    (3, 64, 7, 16, 8),
+    (2, 16, 1000, 16, 8),
+    (2, 24, 33, 5, 3),
+    (2, 8, 20, 16, 1),
+    (1, 16, 50, 16, 16),
+)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import torch
 from mmad.plugins.selective_scan import build as scan_build
 from mmad.plugins.selective_scan import cpu, openvino_ext, selective_scan_ref
 from mmad.plugins.selective_scan.bench_cpu import make_inputs, plain_loop_scan
-from mmad.plugins.selective_scan.problems import MMAD_STAGE_SHAPES
+from mmad.plugins.selective_scan.problems import MMAD_STAGE_SHAPES, SMALL_SHAPES
 from mmad.runtime.contract import (
     SCAN_ATTR_PLUGIN_NAMESPACE,
     SCAN_ATTR_PLUGIN_VERSION,
@@ -39,15 +39,6 @@ onnx = pytest.importorskip("onnx", reason="writing the test graphs needs the onn
 
 RANKS = {"u": 3, "delta": 3, "A": 2, "B": 4, "C": 4, "D": 1, "delta_bias": 1}
 IO_INPUTS = ("u", "delta", "B", "C")  # typed like y; A, D and delta_bias are always float32
-# (batch, D, L, N, G): odd lengths, B > 1, the generic-N kernel, one group, one channel per group.
-SMALL_SHAPES = (
-    (2, 64, 1, 16, 8),
-    (3, 64, 7, 16, 8),
-    (2, 16, 1000, 16, 8),
-    (2, 24, 33, 5, 3),
-    (2, 8, 20, 16, 1),
-    (1, 16, 50, 16, 16),
-)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import mmad.plugins.selective_scan.op as scan_pkg
 from mmad.plugins.selective_scan import cpu, resolve_backend, selective_scan, selective_scan_ref
 from mmad.plugins.selective_scan.bench_cpu import make_inputs, plain_loop_scan
-from mmad.plugins.selective_scan.problems import MMAD_STAGE_SHAPES
+from mmad.plugins.selective_scan.problems import MMAD_STAGE_SHAPES, SMALL_SHAPES
 from mmad.runtime.contract import SCAN_TOL_FP16, SCAN_TOL_FP32
 
 needs_cpp = pytest.mark.skipif(not cpu.is_available(), reason=f"C++ scan unavailable: {cpu.unavailable_reason()}")
@@ -31,15 +31,6 @@ needs_cpp = pytest.mark.skipif(not cpu.is_available(), reason=f"C++ scan unavail
 GRAD_NAMES = ("du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias")
 # Big shapes whose gradients are checked (all five are checked forward).
 GRAD_STAGE_SHAPES = tuple(MMAD_STAGE_SHAPES[i] for i in (1, 2, 4))  # (2048, 64), (1024, 256), (256, 4096)
-# (batch, D, L, N, G): odd lengths, B > 1, the generic-N kernel, one group, one channel per group.
-SMALL_SHAPES = (
-    (2, 64, 1, 16, 8),
-    (3, 64, 7, 16, 8),
-    (2, 16, 1000, 16, 8),
-    (2, 24, 33, 5, 3),
-    (2, 8, 20, 16, 1),
-    (1, 16, 50, 16, 16),
-)
 
 
 def rel_err(impl: torch.Tensor, ref: torch.Tensor) -> float:
