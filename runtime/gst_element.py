@@ -58,7 +58,7 @@ class MmadInfer(GstBase.BaseTransform):
         "backend": (
             str,
             "backend",
-            "auto, tensorrt, onnxruntime, onnxruntime-cpu, ...",
+            "auto, tensorrt, openvino, openvino-fp16, onnxruntime, onnxruntime-cpu, ...",
             "auto",
             GObject.ParamFlags.READWRITE,
         ),
