@@ -13,7 +13,9 @@ import argparse
 import os
 import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +56,36 @@ class BuildConfig:
 def library_file(folder: Path, target: str) -> Path:
     """The shared library file CMake makes for `target` in `folder`."""
     return Path(folder) / f"lib{target}.so"
+
+
+class CacheNotWritable(BuildError):
+    """The folder of a build cache entry cannot be made or written."""
+
+
+def build_cached(target: Path, library: str, config_for: Callable[[Path], BuildConfig]) -> Path:
+    """Build the CMake `library` into the cache file `target` unless it is there already; returns `target`.
+
+    Two processes (or threads) may build at once: each builds in its own temporary folder beside the cache entry
+    (config_for(that folder)) and renames the library into place (atomic on POSIX), so a reader never sees a
+    half-written one. CacheNotWritable when the cache folder cannot be written, BuildError when the build fails.
+    """
+    if target.exists():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix=target.stem + ".", suffix=".build", dir=target.parent))
+    except OSError as exc:
+        raise CacheNotWritable(
+            f"cannot write the build cache {target.parent}: {exc} (set XDG_CACHE_HOME to a writable folder)"
+        ) from exc
+    try:
+        out, _ = build(config_for(workdir))
+        os.replace(library_file(out, library), target)
+    except OSError as exc:
+        raise BuildError(str(exc)) from exc
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return target
 
 
 def find_cmake() -> str | None:

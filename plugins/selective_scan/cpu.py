@@ -24,7 +24,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 from typing import NamedTuple
@@ -151,8 +150,7 @@ def _cpu_build_config(build_dir: Path, cxx: str, source_dir: Path) -> scan_build
 def build_library(cxx: str | None = None, source_dir: Path | None = None) -> Path:
     """Build the CMake target mmad_selective_scan_cpu unless the cache already holds it; returns the .so path.
 
-    Two processes (or threads) may build at once: each builds in its own temporary folder beside the cache
-    entry and renames the library into place (atomic on POSIX), so a reader never sees a half-written one.
+    Concurrent builds are safe (scan_build.build_cached).
     """
     source_dir = Path(source_dir or scan_build.PLUGINS_DIR)
     cxx = cxx or find_compiler()
@@ -170,21 +168,13 @@ def build_library(cxx: str | None = None, source_dir: Path | None = None) -> Pat
             f"{scan_build.CMAKE_INSTALL_HINT}, or use backend='reference'"
         )
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        workdir = Path(tempfile.mkdtemp(prefix=target.stem + ".", suffix=".build", dir=target.parent))
-    except OSError as exc:
-        raise ScanBuildError(
-            f"selective_scan: cannot write the build cache {target.parent}: {exc} "
-            "(set XDG_CACHE_HOME to a writable folder)"
-        ) from exc
-    try:
-        out, _ = scan_build.build(_cpu_build_config(workdir, cxx, source_dir))
-        os.replace(scan_build.library_file(out, scan_build.CPU_LIBRARY), target)
-    except (scan_build.BuildError, OSError) as exc:
+        return scan_build.build_cached(
+            target, scan_build.CPU_LIBRARY, lambda workdir: _cpu_build_config(workdir, cxx, source_dir)
+        )
+    except scan_build.CacheNotWritable as exc:
+        raise ScanBuildError(f"selective_scan: {exc}") from exc
+    except scan_build.BuildError as exc:
         raise ScanBuildError(f"selective_scan: building the C++ CPU kernel ({SOURCE.name}) failed: {exc}") from exc
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return target
 
 
 def _declare(lib: ctypes.CDLL) -> None:

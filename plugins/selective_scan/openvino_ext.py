@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 import threading
 from pathlib import Path
 
@@ -125,29 +123,19 @@ def _tools(source_dir: Path) -> tuple[str, Path]:
 def build_extension(source_dir: Path | None = None) -> Path:
     """Build the extension unless the cache already holds it; returns the .so path (ExtensionUnavailable if not).
 
-    Concurrent builds each use their own temporary folder beside the cache entry and rename the library into
-    place (atomic on POSIX), so a reader never sees a half-written one.
+    Concurrent builds are safe (scan_build.build_cached).
     """
     source_dir = Path(source_dir or scan_build.PLUGINS_DIR)
     cxx, cmake_dir = _tools(source_dir)
     target = library_path(cxx, source_dir)
-    if target.exists():
-        return target
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        workdir = Path(tempfile.mkdtemp(prefix=target.stem + ".", suffix=".build", dir=target.parent))
-    except OSError as exc:
-        raise ExtensionUnavailable(
-            f"cannot write the build cache {target.parent}: {exc} (set XDG_CACHE_HOME to a writable folder)"
-        ) from exc
-    try:
-        out, _ = scan_build.build(_build_config(workdir, cxx, source_dir, cmake_dir))
-        os.replace(scan_build.library_file(out, TARGET), target)
-    except (scan_build.BuildError, OSError) as exc:
+        return scan_build.build_cached(
+            target, TARGET, lambda workdir: _build_config(workdir, cxx, source_dir, cmake_dir)
+        )
+    except scan_build.CacheNotWritable as exc:
+        raise ExtensionUnavailable(str(exc)) from exc
+    except scan_build.BuildError as exc:
         raise ExtensionUnavailable(f"building the SelectiveScan OpenVINO extension failed: {exc}") from exc
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return target
 
 
 _lock = threading.Lock()
