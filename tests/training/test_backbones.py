@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from encoder_checks import residual_chain_errors
 from PIL import Image
 
 from mmad.runtime.contract import IMAGENET_MEAN
@@ -75,15 +76,7 @@ def test_lite0_residual_chain_matches_bn_statistics(lite0):
     a block's expand-BN equals W_expand · (mean of the block input), where that input mean is the sum of
     the project-BN betas back along the residual chain. This pins block order, key mapping and where
     the residual connections are (dropping them breaks block 8 by ~60 %)."""
-    input_mean = None
-    errors = []
-    for b, block in enumerate(lite0._blocks):
-        if b > 0 and block.has_expand:
-            predicted = block._expand_conv.weight[:, :, 0, 0] @ input_mean
-            stored = block._bn0.running_mean
-            errors.append(((predicted - stored).abs().max() / stored.abs().max()).item())
-        beta = block._bn2.bias
-        input_mean = beta + input_mean if block.has_residual else beta
+    errors = residual_chain_errors(lite0)
     assert len(errors) == 10
     assert max(errors) < 1.5e-3, errors  # measured ≤ 6.6e-4: TF moving-average float noise
 

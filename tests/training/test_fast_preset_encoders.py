@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from encoder_checks import residual_chain_errors
 
 from mmad.runtime.contract import IMAGENET_MEAN
 from mmad.training import encoders
@@ -29,14 +30,7 @@ def test_lite2_shapes_and_channels():
 def test_lite2_residual_chain_matches_bn_statistics(lite2):
     """The running mean of each expand-BN equals W_expand · (the block input's mean), that mean being the
     project-BN betas summed back along the residual chain: pins block count, order and residuals."""
-    input_mean, errors = None, []
-    for b, block in enumerate(lite2._blocks):
-        if b > 0 and block.has_expand:
-            predicted = block._expand_conv.weight[:, :, 0, 0] @ input_mean
-            stored = block._bn0.running_mean
-            errors.append(((predicted - stored).abs().max() / stored.abs().max()).item())
-        beta = block._bn2.bias
-        input_mean = beta + input_mean if block.has_residual else beta
+    errors = residual_chain_errors(lite2)
     assert len(errors) == 14  # blocks 1..14 expand
     assert max(errors) < 1.5e-3, errors
 
