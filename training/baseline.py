@@ -53,7 +53,7 @@ class KnnBaseline:
     @torch.no_grad()
     def patches(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, S, S] images -> [B, GRID·GRID, C1+C2+C3] patch features."""
-        feats = self.model.encode(images.to(self.device))
+        feats = self.model.scaled_features(images.to(self.device))  # its own 3×3 average, not the model's
         grid = [
             F.interpolate(
                 F.avg_pool2d(f, 3, stride=1, padding=1), size=(GRID, GRID), mode="bilinear", align_corners=False

@@ -51,6 +51,9 @@ class ModelConfig:
     fuser_dropout: float = 0.1
     # Divide each encoder scale by its RMS over the training images (see AnomalyModel.feature_scale).
     normalize_features: bool = False
+    # Average each encoder scale over its k×k neighbourhood (1: off), as PatchCore does before comparing
+    # patches: the decoder reconstructs local texture statistics rather than every grain (issue 12).
+    feature_smoothing: int = 1
     # Anomaly map.
     blur_sigma: float = 4.0
     # Subtract the training normals' per-pixel mean map and divide by their per-pixel spread (buffers set
@@ -76,6 +79,8 @@ class ModelConfig:
             )
         if self.arch == "mmad" and any(d % self.groups for d in self.decoder_dims):
             raise ConfigError(f"model.decoder_dims {self.decoder_dims} must be divisible by groups={self.groups}")
+        if self.feature_smoothing % 2 == 0:
+            raise ConfigError(f"model.feature_smoothing must be odd (a centred window), got {self.feature_smoothing}")
         if self.num_directions not in (1, 2, 4, 8):
             raise ConfigError(f"model.num_directions must be 1, 2, 4 or 8, got {self.num_directions}")
 
@@ -209,6 +214,7 @@ MODEL_RANGES = {
     "fuser_dropout": _FRACTION,
     "blur_sigma": _above(0),
     "score_topk": _at_least(1),
+    "feature_smoothing": _at_least(1),
 }
 TRAIN_RANGES = {
     "epochs": _at_least(1),  # 0 would save an untrained model with a deployment threshold

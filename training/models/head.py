@@ -58,9 +58,18 @@ class AnomalyModel(nn.Module):
             self.register_buffer("map_scale", torch.ones(1, 1, cfg.image_size, cfg.image_size))
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """What the fuser takes and the decoder reconstructs: scaled_features, smoothed."""
+        return [self.smooth(f) for f in self.scaled_features(x)]
+
+    def scaled_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The frozen encoder's features, finest first, divided by feature_scale."""
         with torch.no_grad():
             return [f.detach() / s for f, s in zip(self.encoder(x), self.feature_scale)]
+
+    def smooth(self, f: torch.Tensor) -> torch.Tensor:
+        """The k×k neighbourhood average of cfg.feature_smoothing (borders average the cells inside)."""
+        k = self.cfg.feature_smoothing
+        return f if k == 1 else F.avg_pool2d(f, k, stride=1, padding=k // 2, count_include_pad=False)
 
     def reconstruct(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         return self.decoder(self.fuser(feats))
