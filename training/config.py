@@ -299,6 +299,7 @@ def fast_preset() -> RunConfig:
         decoder_dims=(256, 128, 64, 32),
         blocks_per_stage=(1, 1, 1, 0),
         normalize_features=True,
+        feature_smoothing=3,  # issue 12: reconstruct 3×3 neighbourhood averages (training/README.md, §6.5)
         normalize_map=True,  # issue 12: fixed highlights stop scoring (training/README.md, "The fast preset")
     )
     train = TrainConfig(

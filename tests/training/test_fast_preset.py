@@ -119,6 +119,7 @@ def test_paper_preset_keeps_the_published_recipe():
     paper = paper_preset()
     assert (paper.train.loss, paper.train.feature_noise) == ("mse", 0.0)
     assert (paper.model.normalize_map, paper.model.score_topk, paper.model.encoder) == (False, 1, "resnet34")
+    assert paper.model.feature_smoothing == 1
     fast_preset().validate()
 
 
