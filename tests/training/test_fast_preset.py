@@ -7,16 +7,10 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import numpy as np
 import pytest
 import torch
+from export_checks import assert_portable_export_matches
 
-from mmad.export.onnx_export import ImageInputModel, export_graph
-from mmad.export.onnx_graph import save_onnx
-from mmad.export.portable import make_portable
-from mmad.plugins.selective_scan.onnxruntime_op import inference_session
-from mmad.runtime import contract
-from mmad.runtime.contract import MODEL_TOL_FP32, relative_max_diff
 from mmad.runtime.errors import ConfigError
 from mmad.training.checkpoint import CheckpointInfo, load_model, read_info, save_checkpoint
 from mmad.training.config import RunConfig, fast_preset, paper_preset, tiny_preset
@@ -84,14 +78,7 @@ def test_map_statistics_travel_with_the_checkpoint(fitted, tmp_path):
 
 def test_exported_graph_produces_the_normalised_maps(fitted, tmp_path):
     cfg, model, _, _ = fitted
-    graph, _ = export_graph(model, CheckpointInfo(config=cfg))
-    session = inference_session(save_onnx(make_portable(graph), tmp_path / "p.onnx"), custom_ops=False)
-    images = np.random.default_rng(2).integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
-    maps, scores = session.run([contract.OUTPUT_MAP, contract.OUTPUT_SCORE], {contract.INPUT_NAME: images})
-    with torch.no_grad():
-        ref_maps, ref_scores = ImageInputModel(model)(torch.from_numpy(images))
-    assert relative_max_diff(maps, ref_maps.numpy()) <= MODEL_TOL_FP32
-    assert relative_max_diff(scores, ref_scores.numpy()) <= MODEL_TOL_FP32
+    assert_portable_export_matches(model, cfg, tmp_path, seed=2)
 
 
 def test_fit_refuses_a_model_without_normalisation_and_too_few_maps(fitted):

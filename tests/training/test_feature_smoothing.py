@@ -6,19 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
+from export_checks import assert_portable_export_matches
 
-from mmad.export.onnx_export import ImageInputModel, export_graph
-from mmad.export.onnx_graph import save_onnx
-from mmad.export.portable import make_portable
-from mmad.plugins.selective_scan.onnxruntime_op import inference_session
-from mmad.runtime import contract
-from mmad.runtime.contract import MODEL_TOL_FP32, relative_max_diff
 from mmad.runtime.errors import ConfigError
 from mmad.training.baseline import KnnBaseline
-from mmad.training.checkpoint import CheckpointInfo
 from mmad.training.config import RunConfig, tiny_preset
 from mmad.training.encoders import build_encoder
 from mmad.training.models import AnomalyModel
@@ -58,14 +51,7 @@ def test_the_baseline_does_not_smooth_twice(models):
 
 def test_exported_graph_matches_the_smoothed_model(models, tmp_path):
     _, smooth = models
-    graph, _ = export_graph(smooth, CheckpointInfo(config=smoothed_config(3)))
-    session = inference_session(save_onnx(make_portable(graph), tmp_path / "p.onnx"), custom_ops=False)
-    images = np.random.default_rng(3).integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
-    maps, scores = session.run([contract.OUTPUT_MAP, contract.OUTPUT_SCORE], {contract.INPUT_NAME: images})
-    with torch.no_grad():
-        ref_maps, ref_scores = ImageInputModel(smooth)(torch.from_numpy(images))
-    assert relative_max_diff(maps, ref_maps.numpy()) <= MODEL_TOL_FP32
-    assert relative_max_diff(scores, ref_scores.numpy()) <= MODEL_TOL_FP32
+    assert_portable_export_matches(smooth, smoothed_config(3), tmp_path, seed=3)
 
 
 @pytest.mark.parametrize("k, message", [(2, "must be odd"), (0, "expected a value >= 1, got 0")])
