@@ -414,9 +414,10 @@ def holdout_thresholds(run: TrainingRun) -> dict:
 def fit_map_normalisation(run: TrainingRun) -> None:
     """The trained model's per-pixel map statistics over its training images (AnomalyModel.fit_map_normalisation)."""
     cached, maps = run.cfg.train.cache_features, []
+    run.model.eval()
     for batch in DataLoader(run.loader.dataset, batch_size=run.cfg.train.batch_size):
         feats = [f.to(run.device) for f in batch] if cached else run.model.encode(batch.to(run.device))
-        maps.append(run.model.eval().raw_maps(feats).cpu())
+        maps.append(run.model.raw_maps(feats).cpu())
     run.model.train()
     run.model.fit_map_normalisation(torch.cat(maps))
     run.log(f"map normalisation fitted on {sum(len(m) for m in maps)} training images")

@@ -79,14 +79,17 @@ class AnomalyModel(nn.Module):
         return feats, self.reconstruct(feats)
 
     def anomaly_map(self, feats: list[torch.Tensor], recon: list[torch.Tensor]) -> AnomalyOutput:
+        amap = self.normalise_map(self.unnormalised_map(feats, recon))
+        return AnomalyOutput(amap, self.image_score(amap))
+
+    def unnormalised_map(self, feats: list[torch.Tensor], recon: list[torch.Tensor]) -> torch.Tensor:
+        """The published map: per-scale cosine distances, upsampled, summed, scaled and blurred."""
         size = self.cfg.image_size
         total = 0
         for f, g in zip(feats, recon):
             a = 1 - F.cosine_similarity(f, g, dim=1).unsqueeze(1)
             total = total + F.interpolate(a, size=(size, size), mode="bilinear", align_corners=True)
-        amap = self.blur(total * MAP_SCALE)
-        amap = self.normalise_map(amap)
-        return AnomalyOutput(amap, self.image_score(amap))
+        return self.blur(total * MAP_SCALE)
 
     def normalise_map(self, amap: torch.Tensor) -> torch.Tensor:
         """(map − map_mean) / map_scale per pixel when cfg.normalize_map, else the map unchanged."""
@@ -115,16 +118,7 @@ class AnomalyModel(nn.Module):
     @torch.no_grad()
     def raw_maps(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """Un-normalised maps [B, 1, H, W] of (encoded) features, in eval mode: what fit_map_normalisation takes."""
-        if not self.cfg.normalize_map:
-            return self.anomaly_map(feats, self.reconstruct(feats)).anomaly_map
-        mean, scale = self.map_mean.clone(), self.map_scale.clone()
-        try:
-            self.map_mean.zero_()
-            self.map_scale.fill_(1.0)
-            return self.anomaly_map(feats, self.reconstruct(feats)).anomaly_map
-        finally:
-            self.map_mean.copy_(mean)
-            self.map_scale.copy_(scale)
+        return self.unnormalised_map(feats, self.reconstruct(feats))
 
     def forward(self, x: torch.Tensor) -> AnomalyOutput:
         return self.anomaly_map(*self.forward_features(x))
