@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from .config import KNN_BANK_SIZE
 from .models import AnomalyModel
 from .models.layers import GaussianBlur
 
 GRID = 32  # patches per side: the encoder's stride-8 scale
-DEFAULT_BANK_SIZE = 50_000  # patches per category (176-channel float32 for Lite0: 35 MB)
 QUERY_CHUNK = 4096  # test patches per distance block: bounds the block at QUERY_CHUNK × bank_size floats
 
 
@@ -33,7 +33,7 @@ class KnnBaseline:
 
     name = "knn"
 
-    def __init__(self, model: AnomalyModel, bank_size: int = DEFAULT_BANK_SIZE, seed: int = 0, device="cpu"):
+    def __init__(self, model: AnomalyModel, bank_size: int = KNN_BANK_SIZE, seed: int = 0, device="cpu"):
         if bank_size < 1:
             raise ValueError(f"bank_size: expected >= 1 patches, got {bank_size}")
         self.model, self.bank_size, self.device = model.eval(), bank_size, device

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from mmad.runtime.options import add_options, config_from_args, option
 
-from .config import ARCHS, PRESETS  # torch-free
+from .config import ARCHS, KNN_BANK_SIZE, PRESETS  # torch-free
 
 AUPRO_NAMES = ("sklearn", "adeval")  # metrics.AUPRO_VARIANTS; metrics imports scikit-learn, too slow here
 DEVICE_HELP = "cpu, cuda, cuda:1 … (default: cuda when available)"
@@ -104,7 +104,9 @@ class EvalCommand:
         "(knn: PatchCore-style nearest neighbours to a memory bank of training-normal patches, per category)",
     )
     baseline_bank_size: int = option(
-        50_000, metavar="N", help="knn baseline: at most N patches in each category's memory bank (random subsample)"
+        KNN_BANK_SIZE,
+        metavar="N",
+        help="knn baseline: at most N patches in each category's memory bank (random subsample)",
     )
     device: str = option("auto", help=DEVICE_HELP)
 

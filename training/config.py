@@ -18,6 +18,8 @@ from mmad.runtime.errors import ConfigError
 
 ARCHS = ("mmad", "mambaad")
 LOSSES = ("mse", "cosine")
+# `mmad eval --baseline knn`: patches per category in the memory bank (176-channel float32 for Lite0: 35 MB).
+KNN_BANK_SIZE = 50_000
 
 
 @dataclass

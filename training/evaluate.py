@@ -15,8 +15,9 @@ from tqdm import tqdm
 
 from mmad.runtime.contract import THRESHOLD_F1
 
-from .baseline import DEFAULT_BANK_SIZE, KnnBaseline
+from .baseline import KnnBaseline
 from .checkpoint import load_model, write_info
+from .config import KNN_BANK_SIZE
 from .data import ImageTransform, TestDataset, TrainDataset, find_categories, split_categories_holdout
 from .metrics import compute_metrics, f1_optimal_threshold, mean_metrics
 from .models import AnomalyModel
@@ -136,7 +137,7 @@ def evaluate_checkpoint(
     batch_size: int = 8,
     update_checkpoint: bool = True,
     baseline: str | None = None,
-    baseline_bank_size: int = DEFAULT_BANK_SIZE,
+    baseline_bank_size: int = KNN_BANK_SIZE,
     log=print,
 ) -> dict:
     """Evaluate a checkpoint folder; writes metrics.{json,md,csv}, PNG grids and a score histogram,
